@@ -1,0 +1,46 @@
+"""wspatterns: run WebSocket servers and clients inside a notebook and watch the messages move.
+
+Start here::
+
+    from wspatterns import serve, connect
+
+    async def echo(websocket):
+        async for message in websocket:
+            await websocket.send(message)
+
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send("hello")
+        print(await websocket.recv())
+"""
+
+from .errors import ErrorReport, InvalidTargetError, PortInUseError, ServerStoppedError
+from .runtime import (
+    TIMEOUT,
+    Client,
+    Server,
+    ThreadServer,
+    connect,
+    run,
+    serve,
+    serve_in_thread,
+    servers,
+    stop_all,
+)
+
+__all__ = [
+    "TIMEOUT",
+    "Client",
+    "ErrorReport",
+    "InvalidTargetError",
+    "PortInUseError",
+    "Server",
+    "ServerStoppedError",
+    "ThreadServer",
+    "connect",
+    "run",
+    "serve",
+    "serve_in_thread",
+    "servers",
+    "stop_all",
+]

@@ -1,6 +1,6 @@
 """The command line: run the kit's reference servers from a terminal, for any client to reach.
 
-    python -m wspatterns serve echo --port 8765
+python -m wspatterns serve echo --port 8765
 """
 
 from __future__ import annotations

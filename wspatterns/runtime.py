@@ -648,7 +648,8 @@ def _resolve(target: Any) -> tuple[str, Server | None]:
             fix = f"Add the scheme: try {'ws://' + target!r}."
         else:
             fix = "A WebSocket URL looks like 'ws://127.0.0.1:8765/path'."
-        raise InvalidTargetError(f"{target!r} is not a valid WebSocket URL ({exc}). {fix}") from None
+        message = f"{target!r} is not a valid WebSocket URL ({exc}). {fix}"
+        raise InvalidTargetError(message) from None
     with _registry_lock:
         known = next((s for s in _servers.values() if _same_address(s, target)), None)
     return target, known

@@ -1,0 +1,64 @@
+import asyncio
+import signal
+import socket
+import sys
+from asyncio.subprocess import PIPE
+
+from websockets.asyncio.client import connect
+
+from .utils import MS, run_python
+
+WSPATTERNS = [sys.executable, "-m", "wspatterns"]
+
+
+def test_help_lists_the_serve_command():
+    result = run_python("from wspatterns.cli import main; main()", "--help")
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+
+
+def test_serve_help_lists_the_patterns():
+    result = run_python("from wspatterns.cli import main; main()", "serve", "--help")
+    assert result.returncode == 0
+    assert "{echo" in result.stdout
+
+
+async def start(*args: str):
+    process = await asyncio.create_subprocess_exec(*WSPATTERNS, *args, stdout=PIPE, stderr=PIPE)
+    line = await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
+    return process, line.decode()
+
+
+async def test_serve_echo_answers_and_stops_on_ctrl_c():
+    process, line = await start("serve", "echo", "--port", "0")
+    assert line.startswith("serving echo on ws://127.0.0.1:")
+    url = line.split()[3]
+    async with connect(url, proxy=None) as websocket:
+        await websocket.send("from a terminal client")
+        assert await websocket.recv() == "from a terminal client"
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(websocket.wait_closed(), 10_000 * MS)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
+    assert websocket.close_code == 1001
+    assert process.returncode == 0
+    assert stdout.decode() == "stopped\n"
+    assert stderr == b""
+
+
+async def test_serve_on_a_taken_port_says_what_to_do():
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            *WSPATTERNS, "serve", "echo", "--port", str(port), stdout=PIPE, stderr=PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
+    assert process.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in stderr.decode()
+    assert "--port 0" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
+def test_unknown_pattern_is_refused():
+    result = run_python("from wspatterns.cli import main; main()", "serve", "nonsense")
+    assert result.returncode == 2
+    assert "invalid choice: 'nonsense'" in result.stderr

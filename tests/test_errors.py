@@ -1,0 +1,149 @@
+import json
+import sys
+import textwrap
+import time
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+from websockets.frames import Close
+
+from wspatterns import errors
+
+
+def raise_in_your_code():
+    return 1 / 0
+
+
+def test_report_shows_your_lines_and_not_the_libraries():
+    try:
+        raise_in_your_code()
+    except ZeroDivisionError as exc:
+        report = errors.handler_failed("room", "chat", "client-3", exc)
+    text = str(report)
+    assert text.splitlines()[0] == (
+        "wspatterns: handler 'chat' of server 'room' raised ZeroDivisionError for client-3; "
+        "websockets closed that connection with code 1011."
+    )
+    assert "in raise_in_your_code" in text
+    assert "return 1 / 0" in text
+    assert text.splitlines()[-1] == "ZeroDivisionError: division by zero"
+
+
+@pytest.mark.parametrize(
+    "exc, who",
+    [
+        (ConnectionClosedOK(Close(1000, ""), Close(1000, ""), True), "the client closed"),
+        (ConnectionClosedOK(Close(1001, ""), Close(1001, ""), False), "the server closed"),
+        (ConnectionClosedError(None, None), "lost without a closing handshake"),
+    ],
+)
+def test_report_says_who_closed(exc, who):
+    report = errors.handler_failed("s", "h", "client-1", exc)
+    assert who in report.summary
+    assert "catch websockets.exceptions.ConnectionClosed" in report.hint
+
+
+def test_show_prints_at_once_outside_a_notebook(capsys):
+    errors.show(errors.ErrorReport("s", None, None, "something odd"))
+    assert capsys.readouterr().err == "wspatterns: something odd\n"
+
+
+# In a real kernel: where a learner sees what went wrong.
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    spec = tmp_path / "kernels" / "here"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+    manager = KernelManager(
+        kernel_name="here", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)])
+    )
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    yield client
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+
+
+def execute(client, code: str) -> dict[str, str]:
+    """Run one cell; return what it printed, by stream name."""
+    streams = {"stdout": "", "stderr": ""}
+
+    def collect(message):
+        if message["msg_type"] == "stream":
+            streams[message["content"]["name"]] += message["content"]["text"]
+
+    reply = client.execute_interactive(textwrap.dedent(code), output_hook=collect, timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return streams
+
+
+def test_handler_error_shows_under_the_cell_that_ran(kernel):
+    execute(
+        kernel,
+        """
+        from wspatterns import serve, connect
+
+        async def broken(websocket):
+            message = await websocket.recv()
+            return 1 / 0
+        """,
+    )
+    shown = execute(
+        kernel,
+        """
+        server = await serve(broken)
+        async with connect(server) as websocket:
+            await websocket.send("boom")
+            await websocket.wait_closed()
+        print(websocket.close_code)
+        """,
+    )
+    assert shown["stdout"] == "1011\n"
+    assert shown["stderr"] == (
+        "wspatterns: handler 'broken' of server 'broken' raised ZeroDivisionError for "
+        "client-1; websockets closed that connection with code 1011.\n"
+        "  Cell In[1], line 5, in broken\n"
+        "    return 1 / 0\n"
+        "ZeroDivisionError: division by zero\n"
+    )
+    assert execute(kernel, "print('next')") == {"stdout": "next\n", "stderr": ""}
+
+
+def test_error_while_the_kernel_is_idle_shows_under_the_next_cell(kernel, tmp_path):
+    done = tmp_path / "visited"
+    execute(
+        kernel,
+        f"""
+        import pathlib, threading
+        from websockets.sync.client import connect as sync_connect
+        from wspatterns import serve
+
+        async def broken(websocket):
+            raise KeyError("missing")
+
+        server = await serve(broken)
+
+        def visit():  # a client outside any cell, served while the kernel is idle
+            with sync_connect(server.url, proxy=None) as websocket:
+                try:
+                    websocket.recv(timeout=5)
+                finally:
+                    pathlib.Path({str(done)!r}).touch()
+
+        threading.Thread(target=visit).start()
+        """,
+    )
+    deadline = time.monotonic() + 10
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done.exists()
+    shown = execute(kernel, "print(len(server.errors))")
+    assert shown["stdout"] == "1\n"
+    assert "raised KeyError for client-1" in shown["stderr"]

@@ -1,0 +1,537 @@
+import asyncio
+import functools
+import socket
+import sys
+import textwrap
+import threading
+from asyncio.subprocess import PIPE
+
+import pytest
+import websocket as websocket_client  # the third-party `websocket-client` package
+from websockets.asyncio.client import connect as raw_connect
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect as sync_connect
+
+import wspatterns
+from wspatterns import (
+    InvalidTargetError,
+    PortInUseError,
+    ServerStoppedError,
+    connect,
+    serve,
+    serve_in_thread,
+    stop_all,
+)
+
+from .utils import MS, echo, listening_ports, open_tcp_connections, run_python
+
+# Serving
+
+
+async def test_serve_runs_a_plain_websockets_handler():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send("hello")
+        assert await websocket.recv() == "hello"
+        assert len(server.connections) == 1
+    assert server.name == "echo"
+    assert server.url == f"ws://127.0.0.1:{server.port}/"
+    assert server.port in listening_ports()
+
+
+async def test_serve_binds_loopback_by_default():
+    server = await serve(echo)
+    addresses = {sock.getsockname()[0] for sock in server._ws.sockets}
+    assert addresses == {"127.0.0.1"}
+
+
+async def test_serve_passes_options_to_websockets():
+    server = await serve(echo, max_size=10)
+    async with connect(server) as websocket:
+        await websocket.send("x" * 11)
+        with pytest.raises(ConnectionClosedError) as caught:
+            await websocket.recv()
+    assert caught.value.rcvd.code == 1009  # message too big
+
+
+async def test_serve_as_context_manager_stops_at_the_end():
+    async with serve(echo) as server:
+        port = server.port
+        assert server.running
+    assert not server.running
+    assert port not in listening_ports()
+
+
+async def test_rerunning_serve_replaces_and_leaks_nothing():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send("warm up")
+        await websocket.recv()
+    ports, tasks = listening_ports(), len(asyncio.all_tasks())
+    threads, connections = threading.active_count(), open_tcp_connections()
+
+    for _ in range(50):
+        server = await serve(echo)
+        # Leave a client connected, as a learner who re-runs the cell would.
+        websocket = await connect(server, name="learner")
+        await websocket.send("ping")
+        assert await websocket.recv() == "ping"
+
+    await websocket.close()
+    assert len(wspatterns.servers()) == 1
+    assert len(listening_ports()) == len(ports)
+    assert len(asyncio.all_tasks()) == tasks
+    assert threading.active_count() == threads
+    assert open_tcp_connections() == connections
+
+
+async def test_replaced_server_explains_itself():
+    old = await serve(echo)
+    await serve(echo)
+    with pytest.raises(ServerStoppedError, match="replaced it"):
+        connect(old)
+
+
+async def test_same_name_replaces_even_on_a_fixed_port():
+    first = await serve(echo, name="fixed")
+    port = first.port
+    second = await serve(echo, name="fixed", port=port)
+    assert second.port == port
+    assert not first.running
+
+
+async def test_different_names_run_side_by_side():
+    a = await serve(echo, name="a")
+    b = await serve(echo, name="b")
+    assert a.running and b.running
+    assert {s.name for s in wspatterns.servers()} == {"a", "b"}
+
+
+async def test_stopped_server_cannot_be_used():
+    server = await serve(echo)
+    await server.stop()
+    await server.stop()  # stopping twice is harmless
+    assert server.connections == set()
+    with pytest.raises(ServerStoppedError, match="stopped it with stop"):
+        connect(server)
+
+
+async def test_stop_closes_connections_with_going_away():
+    server = await serve(echo)
+    websocket = await connect(server)
+    await server.stop()
+    await asyncio.wait_for(websocket.wait_closed(), 1000 * MS)
+    assert websocket.close_code == 1001
+
+
+async def test_stop_cancels_a_handler_that_ignores_the_close(capsys):
+    async def stubborn(websocket):
+        while True:
+            await asyncio.sleep(10 * MS)
+
+    server = await serve(stubborn)
+    websocket = await connect(server)
+    await server.stop(timeout=100 * MS)
+    assert websocket.close_code == 1001
+    assert "kept running" in str(server.errors[-1])
+    assert "the kit cancelled them" in capsys.readouterr().err
+
+
+async def test_stop_all_stops_servers_and_clients():
+    servers = [await serve(echo, name=f"s{i}") for i in range(3)]
+    clients = [await connect(server) for server in servers]
+    threaded = serve_in_thread(echo, name="threaded")
+    await stop_all()
+    assert wspatterns.servers() == []
+    assert all(not server.running for server in [*servers, threaded])
+    assert all(client.close_code == 1000 for client in clients)
+    assert not {s.port for s in servers} & listening_ports()
+    assert threaded._thread is not None and not threaded._thread.is_alive()
+
+
+# Bad input
+
+
+async def test_port_taken_by_another_program():
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} .* another program.*port=0"):
+            await serve(echo, port=port)
+
+
+async def test_port_taken_by_another_kit_server_names_it():
+    first = await serve(echo, name="first")
+    with pytest.raises(PortInUseError, match="server 'first'"):
+        await serve(echo, name="second", port=first.port)
+
+
+def sync_handler(websocket):
+    pass
+
+
+async def async_generator_handler(websocket):
+    yield
+
+
+async def legacy_handler(websocket, path):
+    pass
+
+
+async def no_argument_handler():
+    pass
+
+
+@pytest.mark.parametrize(
+    "handler, message",
+    [
+        (sync_handler, "not an async function: write `async def sync_handler"),
+        (lambda websocket: None, "not an async function: write `async def handler"),
+        (async_generator_handler, "async generator"),
+        (legacy_handler, "drop 'path' and read websocket.request.path"),
+        (no_argument_handler, r"no_argument_handler\(\) must take exactly one argument"),
+        ("echo", "needs a handler function"),
+    ],
+)
+def test_wrong_handlers_are_refused_with_the_fix(handler, message):
+    with pytest.raises(TypeError, match=message):
+        serve(handler)
+
+
+async def test_handlers_websockets_accepts_are_accepted():
+    class Room:
+        async def __call__(self, websocket):
+            await echo(websocket)
+
+    async def greet(websocket, greeting):
+        async for _ in websocket:
+            await websocket.send(greeting)
+
+    for handler in [Room(), functools.partial(greet, greeting="hi")]:
+        server = await serve(handler, name="accepted")
+        async with connect(server) as websocket:
+            await websocket.send("hi")
+            assert await websocket.recv() == "hi"
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("localhost:8765", "try 'ws://localhost:8765'"),
+        ("http://127.0.0.1:8765/", "try 'ws://127.0.0.1:8765/'"),
+        ("ftp://127.0.0.1/", "looks like 'ws://"),
+        (8765, "needs a server from serve"),
+    ],
+)
+def test_invalid_targets_are_refused_with_the_fix(target, message):
+    with pytest.raises(InvalidTargetError, match=message):
+        connect(target)
+
+
+async def test_nothing_listening_says_so():
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError, match="nothing is listening"):
+        await connect(f"ws://127.0.0.1:{port}/")
+
+
+async def test_open_handshake_is_bounded():
+    async def silent(reader, writer):
+        await reader.read()  # accepts TCP, never answers the handshake
+
+    tcp = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    async with tcp:
+        with pytest.raises(TimeoutError, match="opening handshake"):
+            await connect(f"ws://127.0.0.1:{port}/", timeout=100 * MS)
+
+
+# Clients
+
+
+async def test_connect_ignores_system_proxies(monkeypatch):
+    for variable in ["http_proxy", "https_proxy", "all_proxy"]:
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # the discard port: nothing there
+    for variable in ["no_proxy", "NO_PROXY"]:
+        monkeypatch.delenv(variable, raising=False)
+    server = await serve(echo)
+    with pytest.raises(OSError):  # the proxy settings do reach plain websockets...
+        async with raw_connect(server.url, open_timeout=1000 * MS):
+            pass
+    async with connect(server) as websocket:  # ...and the kit's client ignores them
+        await websocket.send("direct")
+        assert await websocket.recv() == "direct"
+
+
+async def test_connect_accepts_a_url():
+    server = await serve(echo)
+    async with connect(server.url) as websocket:
+        await websocket.send("by url")
+        assert await websocket.recv() == "by url"
+
+
+async def test_recv_is_bounded_and_loses_nothing():
+    async def slow(websocket):
+        await asyncio.sleep(200 * MS)
+        await websocket.send("late")
+        await websocket.wait_closed()
+
+    server = await serve(slow)
+    async with connect(server) as websocket:
+        with pytest.raises(TimeoutError, match="no message within"):
+            await websocket.recv(timeout=20 * MS)
+        assert await websocket.recv() == "late"
+
+
+async def test_client_and_server_agree_on_names():
+    seen = []
+
+    async def record(websocket):
+        seen.append(websocket.name)
+        await websocket.wait_closed()
+
+    server = await serve(record)
+    async with connect(server) as first, connect(server, name="alice") as second:
+        await asyncio.sleep(20 * MS)
+        assert (first.name, second.name) == ("client-1", "alice")
+    async with raw_connect(server.url, proxy=None):  # a client the kit did not make
+        await asyncio.sleep(20 * MS)
+    assert seen == ["client-1", "alice", "client-2"]
+
+
+async def test_reconnecting_under_a_name_closes_the_old_client():
+    server = await serve(echo)
+    old = await connect(server, name="learner")
+    new = await connect(server, name="learner")
+    assert old.close_code == 1000
+    assert new.state.name == "OPEN"
+
+
+# Errors raised inside handlers
+
+
+async def test_handler_exception_is_kept_and_shown(capsys):
+    async def broken(websocket):
+        await websocket.recv()
+        return 1 / 0
+
+    server = await serve(broken)
+    async with connect(server) as websocket:
+        await websocket.send("boom")
+        await websocket.wait_closed()
+    assert websocket.close_code == 1011
+    [report] = server.errors
+    assert isinstance(report.exception, ZeroDivisionError)
+    assert report.connection == "client-1"
+    shown = capsys.readouterr().err
+    assert "handler 'broken' of server 'broken' raised ZeroDivisionError for client-1" in shown
+    assert "return 1 / 0" in shown  # the learner's own line
+    assert "site-packages" not in shown  # and not the library's
+    assert "1 error" in repr(server)
+
+
+async def test_connection_closed_escaping_a_handler_gets_a_hint(capsys):
+    left = asyncio.Event()
+
+    async def producer(websocket):
+        await left.wait()
+        await websocket.send("too late")
+
+    server = await serve(producer)
+    async with connect(server):
+        pass
+    left.set()
+    await asyncio.sleep(50 * MS)
+    [report] = server.errors
+    assert "the client closed the connection (code 1000)" in report.summary
+    assert "catch websockets.exceptions.ConnectionClosed" in capsys.readouterr().err
+
+
+# Thread mode
+
+
+def test_thread_server_serves_sync_clients():
+    server = serve_in_thread(echo)
+    with sync_connect(server.url, proxy=None) as websocket:
+        websocket.send("from sync code")
+        assert websocket.recv(timeout=1000 * MS) == "from sync code"
+    third_party = websocket_client.create_connection(server.url, timeout=1)
+    third_party.send("from websocket-client")
+    assert third_party.recv() == "from websocket-client"
+    third_party.close()
+    server.stop()
+    assert not server._thread.is_alive()
+    assert server.port not in listening_ports()
+
+
+def test_thread_server_rerun_leaks_no_thread():
+    threads = threading.active_count()
+    for _ in range(10):
+        server = serve_in_thread(echo)
+    assert threading.active_count() == threads + 1
+    server.stop()
+    assert threading.active_count() == threads
+
+
+def test_thread_server_reports_handler_errors(capsys):
+    async def broken(websocket):
+        raise ValueError("bad")
+
+    server = serve_in_thread(broken)
+    with sync_connect(server.url, proxy=None) as websocket:
+        with pytest.raises(ConnectionClosedError):
+            websocket.recv(timeout=1000 * MS)
+    server.stop()
+    assert isinstance(server.errors[0].exception, ValueError)
+    assert "raised ValueError" in capsys.readouterr().err
+
+
+async def test_sync_client_against_the_running_loop_cannot_be_answered():
+    """The deadlock lesson 00 shows: the loop that should answer is blocked by the client."""
+    server = await serve(echo)
+    with pytest.raises(TimeoutError):
+        with sync_connect(server.url, proxy=None, open_timeout=200 * MS):
+            pass
+    threaded = serve_in_thread(echo)
+    with sync_connect(threaded.url, proxy=None, open_timeout=1000 * MS) as websocket:
+        websocket.send("answered")
+        assert websocket.recv(timeout=1000 * MS) == "answered"
+
+
+# run()
+
+
+def test_run_in_a_script_returns_and_cleans_up():
+    async def main():
+        server = await serve(echo)
+        async with connect(server) as websocket:
+            await websocket.send("42")
+            return server, await websocket.recv()
+
+    server, answer = wspatterns.run(main())
+    assert answer == "42"
+    assert not server.running
+
+
+def test_run_refuses_a_function_and_says_call_it():
+    async def main():
+        pass
+
+    with pytest.raises(TypeError, match=r"run\(main\(\)\), not run\(main\)"):
+        wspatterns.run(main)
+
+
+def test_run_is_bounded():
+    with pytest.raises(TimeoutError, match="gave up after"):
+        wspatterns.run(asyncio.sleep(10), timeout=50 * MS)
+
+
+def test_run_nests_inside_a_running_loop():
+    # In a fresh interpreter: nest-asyncio2 patches asyncio for the whole process.
+    code = textwrap.dedent(
+        """
+        import asyncio, wspatterns
+        from wspatterns import serve, connect
+
+        async def echo(websocket):
+            async for message in websocket:
+                await websocket.send(message)
+
+        async def ask(server):
+            async with connect(server) as websocket:
+                await websocket.send("nested")
+                return await websocket.recv()
+
+        async def cell():
+            server = await serve(echo)   # lives on the outer, running loop
+            def sync_code():             # code that cannot await
+                return wspatterns.run(ask(server))
+            return sync_code()
+
+        print(asyncio.run(cell()))
+        """
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "nested"
+
+
+# Interpreter exit
+
+
+@pytest.mark.parametrize("ending", ["loop left open", "asyncio.run"])
+def test_interpreter_exit_is_quiet(ending):
+    code = textwrap.dedent(
+        """
+        import asyncio, sys, wspatterns
+
+        async def echo(websocket):
+            async for message in websocket:
+                await websocket.send(message)
+
+        async def stubborn(websocket):
+            while True:
+                await asyncio.sleep(1)
+
+        async def main():
+            for handler in (echo, stubborn):
+                server = await wspatterns.serve(handler)
+                await wspatterns.connect(server)
+            threaded = wspatterns.serve_in_thread(echo, name="threaded")
+            await wspatterns.connect(threaded)
+            print("started", flush=True)
+
+        if sys.argv[1] == "asyncio.run":
+            asyncio.run(main())
+        else:
+            asyncio.new_event_loop().run_until_complete(main())
+        """
+    )
+    result = run_python(code, ending)
+    assert result.returncode == 0
+    assert result.stdout == "started\n"
+    assert result.stderr == ""
+
+
+def test_import_patches_nothing():
+    code = "import asyncio; t = asyncio.Task; r = asyncio.run; import wspatterns; "
+    code += "print(asyncio.Task is t and asyncio.run is r and not hasattr(asyncio, '_nest_patched'))"
+    result = run_python(code)
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_module_is_importable_without_ipython():
+    result = run_python("import sys, wspatterns; print('IPython' in sys.modules)")
+    assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize("kind", ["serve", "serve_in_thread"])
+async def test_interpreter_exit_closes_connections_properly(kind):
+    code = textwrap.dedent(
+        """
+        import asyncio, sys, wspatterns
+
+        async def echo(websocket):
+            async for message in websocket:
+                await websocket.send(message)
+
+        loop = asyncio.new_event_loop()
+        if sys.argv[1] == "serve":
+            server = loop.run_until_complete(wspatterns.serve(echo))
+        else:
+            server = wspatterns.serve_in_thread(echo)
+        print(server.url, flush=True)
+        # Serve until told to exit, then exit without stopping anything, the loop left open.
+        loop.run_until_complete(loop.run_in_executor(None, sys.stdin.readline))
+        """
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, kind, stdin=PIPE, stdout=PIPE, stderr=PIPE
+    )
+    url = (await asyncio.wait_for(child.stdout.readline(), 10_000 * MS)).decode().strip()
+    async with raw_connect(url, proxy=None) as websocket:
+        child.stdin.write(b"exit now\n")
+        await asyncio.wait_for(websocket.wait_closed(), 10_000 * MS)
+    _, stderr = await asyncio.wait_for(child.communicate(), 10_000 * MS)
+    assert websocket.close_code == 1001  # going away, not 1006: the server closed properly
+    assert child.returncode == 0
+    assert stderr == b""

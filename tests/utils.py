@@ -1,0 +1,44 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psutil
+
+# One unit of time for the tests, scaled for slow machines (upstream websockets does the same).
+MS = 0.001 * float(os.environ.get("WSPATTERNS_TESTS_TIMEOUT_FACTOR", "1"))
+
+
+async def echo(websocket):
+    async for message in websocket:
+        await websocket.send(message)
+
+
+def listening_ports() -> set[int]:
+    """TCP ports this process is listening on right now."""
+    return {
+        conn.laddr.port
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN
+    }
+
+
+def open_tcp_connections() -> int:
+    return sum(
+        1
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter, as a learner's script would run."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

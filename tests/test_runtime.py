@@ -493,8 +493,8 @@ def test_interpreter_exit_is_quiet(ending):
 
 
 def test_import_patches_nothing():
-    code = "import asyncio; t = asyncio.Task; r = asyncio.run; import wspatterns; "
-    code += "print(asyncio.Task is t and asyncio.run is r and not hasattr(asyncio, '_nest_patched'))"
+    code = "import asyncio; task, run = asyncio.Task, asyncio.run; import wspatterns; "
+    code += "print(asyncio.Task is task and asyncio.run is run)"
     result = run_python(code)
     assert result.stdout.strip() == "True", result.stderr
 
@@ -535,3 +535,10 @@ async def test_interpreter_exit_closes_connections_properly(kind):
     assert websocket.close_code == 1001  # going away, not 1006: the server closed properly
     assert child.returncode == 0
     assert stderr == b""
+
+
+async def test_wait_closed_is_bounded():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        with pytest.raises(TimeoutError, match="still open after"):
+            await websocket.wait_closed(timeout=20 * MS)

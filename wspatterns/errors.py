@@ -152,5 +152,7 @@ def _print_pending(*_args) -> None:
     with _pending_lock:
         reports = _pending[:]
         _pending.clear()
+    if reports:
+        sys.stdout.flush()  # so the cell's own prints come first, then what went wrong
     for report in reports:
         print(report, file=sys.stderr, flush=True)

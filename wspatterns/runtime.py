@@ -399,6 +399,18 @@ class Client(ClientConnection):
                 "(pass timeout= to recv() or connect() to wait longer)."
             ) from None
 
+    async def wait_closed(self, *, timeout: float | None = _DEFAULT) -> None:
+        """Wait until the connection is closed; raise TimeoutError after ``timeout`` s."""
+        limit = self.timeout if timeout is _DEFAULT else timeout
+        try:
+            async with asyncio.timeout(limit):
+                await super().wait_closed()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{self.name} was still open after {limit:g} s "
+                "(pass timeout= to wait_closed() or connect() to wait longer)."
+            ) from None
+
     def __repr__(self) -> str:
         return f"<Client {self.name!r} {self.state.name}>"
 

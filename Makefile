@@ -6,12 +6,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install lint html clean
+.PHONY: lab test install html clean
+
+# JupyterLab refuses to run as root unless told to (containers often run as root).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
 test: $(STAMP)
+	$(BIN)/ruff check wspatterns tests
 	$(BIN)/python -m pytest
 
 install: $(STAMP)
@@ -23,9 +27,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name wspatterns --display-name "Python (wspatterns)"
 	touch $@
-
-lint: $(STAMP)
-	$(BIN)/ruff check wspatterns tests benchmarks
 
 # Export every lesson, executed in a fresh kernel, to build/html/ to read as a learner would.
 html: $(STAMP)

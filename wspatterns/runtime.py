@@ -40,19 +40,6 @@ from websockets.uri import parse_uri
 from . import errors
 from .errors import ErrorReport, InvalidTargetError, PortInUseError, ServerStoppedError
 
-__all__ = [
-    "TIMEOUT",
-    "Client",
-    "Server",
-    "ThreadServer",
-    "connect",
-    "run",
-    "serve",
-    "serve_in_thread",
-    "servers",
-    "stop_all",
-]
-
 #: Seconds any wait in the kit may take before it gives up, unless told otherwise.
 TIMEOUT: float = float(os.environ.get("WSPATTERNS_TIMEOUT", "10"))
 
@@ -388,28 +375,26 @@ class Client(ClientConnection):
         ``timeout=None`` waits for ever.
         """
         limit = self.timeout if timeout is _DEFAULT else timeout
-        if limit is None:
-            return await super().recv(decode)
-        try:
-            async with asyncio.timeout(limit):
-                return await super().recv(decode)
-        except TimeoutError:
-            raise TimeoutError(
+        return await _within(
+            limit,
+            super().recv(decode),
+            lambda: (
                 f"{self.name} received no message within {limit:g} s "
                 "(pass timeout= to recv() or connect() to wait longer)."
-            ) from None
+            ),
+        )
 
     async def wait_closed(self, *, timeout: float | None = _DEFAULT) -> None:
         """Wait until the connection is closed; raise TimeoutError after ``timeout`` s."""
         limit = self.timeout if timeout is _DEFAULT else timeout
-        try:
-            async with asyncio.timeout(limit):
-                await super().wait_closed()
-        except TimeoutError:
-            raise TimeoutError(
+        await _within(
+            limit,
+            super().wait_closed(),
+            lambda: (
                 f"{self.name} was still open after {limit:g} s "
                 "(pass timeout= to wait_closed() or connect() to wait longer)."
-            ) from None
+            ),
+        )
 
     def __repr__(self) -> str:
         return f"<Client {self.name!r} {self.state.name}>"
@@ -559,26 +544,29 @@ def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = _DEFAULT) -> T:
         hint = " Call it: run(main()), not run(main)." if inspect.iscoroutinefunction(coro) else ""
         raise TypeError(f"run() needs a coroutine, got {coro!r}.{hint}")
     limit = TIMEOUT if timeout is _DEFAULT else timeout
+
+    def gave_up() -> str:
+        return f"run() gave up after {limit:g} s (pass timeout= to allow longer)."
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(_stopping_all_after(_bounded(coro, limit)))
+        return asyncio.run(_stopping_all_after(_within(limit, coro, gave_up)))
     import nest_asyncio2
 
     nest_asyncio2.apply(loop)
-    return loop.run_until_complete(_bounded(coro, limit))
+    return loop.run_until_complete(_within(limit, coro, gave_up))
 
 
-async def _bounded(coro: Coroutine[Any, Any, T], limit: float | None) -> T:
+async def _within(limit: float | None, awaitable: Awaitable[T], message: Callable[[], str]) -> T:
+    """Await ``awaitable``, or raise TimeoutError(message()) after ``limit`` seconds."""
     if limit is None:
-        return await coro
+        return await awaitable
     try:
         async with asyncio.timeout(limit):
-            return await coro
+            return await awaitable
     except TimeoutError:
-        raise TimeoutError(
-            f"run() gave up after {limit:g} s (pass timeout= to allow longer)."
-        ) from None
+        raise TimeoutError(message()) from None
 
 
 async def _stopping_all_after(coro: Coroutine[Any, Any, T]) -> T:

@@ -270,16 +270,45 @@ async def test_connect_accepts_a_url():
 
 
 async def test_recv_is_bounded_and_loses_nothing():
+    late = asyncio.Event()
+
     async def slow(websocket):
-        await asyncio.sleep(200 * MS)
+        await late.wait()
         await websocket.send("late")
         await websocket.wait_closed()
 
     server = await serve(slow)
-    async with connect(server) as websocket:
-        with pytest.raises(TimeoutError, match="no message within"):
-            await websocket.recv(timeout=20 * MS)
+    async with connect(server, timeout=100 * MS) as websocket:
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError, match="client-1 received no message within 0.1 s"):
+            await websocket.recv()
+        waited = asyncio.get_running_loop().time() - start
+        late.set()
         assert await websocket.recv() == "late"
+    assert 100 * MS <= waited  # it waited at least its timeout before giving up
+
+
+async def test_iteration_is_bounded_too():
+    async def silent(websocket):
+        await websocket.wait_closed()
+
+    server = await serve(silent)
+    async with connect(server, timeout=50 * MS) as websocket:
+        with pytest.raises(TimeoutError, match="no message within"):
+            async for _ in websocket:
+                pass
+
+
+async def test_timeout_none_waits_for_ever(monkeypatch):
+    monkeypatch.setattr(wspatterns.runtime, "TIMEOUT", 50 * MS)  # the default, were None ignored
+
+    async def slow(websocket):
+        await asyncio.sleep(300 * MS)
+        await websocket.send("patience")
+
+    server = await serve(slow)
+    async with connect(server, timeout=None) as websocket:
+        assert await websocket.recv() == "patience"
 
 
 async def test_client_and_server_agree_on_names():

@@ -15,6 +15,7 @@ Start here::
 """
 
 from .errors import ErrorReport, InvalidTargetError, PortInUseError, ServerStoppedError
+from .flow import Event, Flow
 from .runtime import (
     TIMEOUT,
     Client,
@@ -32,6 +33,8 @@ __all__ = [
     "TIMEOUT",
     "Client",
     "ErrorReport",
+    "Event",
+    "Flow",
     "InvalidTargetError",
     "PortInUseError",
     "Server",

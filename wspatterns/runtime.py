@@ -21,6 +21,7 @@ import asyncio
 import atexit
 import contextlib
 import errno
+import functools
 import inspect
 import itertools
 import logging
@@ -35,10 +36,12 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, InvalidURI
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from . import errors
 from .errors import ErrorReport, InvalidTargetError, PortInUseError, ServerStoppedError
+from .flow import Flow, Recording
 
 #: Seconds any wait in the kit may take before it gives up, unless told otherwise.
 TIMEOUT: float = float(os.environ.get("WSPATTERNS_TIMEOUT", "10"))
@@ -49,8 +52,10 @@ STOP_GRACE: float = 2.0
 Handler = Callable[[ServerConnection], Awaitable[None]]
 T = TypeVar("T")
 
-# A kit client tells the server its name, so both sides call it the same.
+# A kit client tells the server its name, so both ends call it the same, and
+# which connection of which flow it records as, so both ends' records pair up.
 NAME_HEADER = "X-WSPatterns-Name"
+CONNECTION_HEADER = "X-WSPatterns-Connection"
 
 _servers: dict[str, Server] = {}
 _clients: dict[tuple[str, str], Client] = {}  # by (url, name)
@@ -62,10 +67,40 @@ _DEFAULT: Any = object()
 # Servers
 
 
-class _ServerConnection(ServerConnection):
-    """A websockets server connection that also carries a readable name."""
+class _ServerConnection(Recording, ServerConnection):
+    """A websockets server connection that records into its server's flow, under a name."""
 
     name: str = "client"
+
+    def __init__(self, *args: Any, kit: Server, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kit = kit
+        events_received = self.protocol.events_received
+
+        def first_events() -> list:  # the opening handshake's request names the client
+            self.protocol.events_received = events_received
+            events = events_received()
+            if events and self.request is None:
+                self._start_recording(events[0])
+            return events
+
+        self.protocol.events_received = first_events
+
+    def _start_recording(self, request: Any) -> None:
+        kit = self.kit
+        self.name = request.headers.get(NAME_HEADER) or kit.next_client_name()
+        token, _, number = request.headers.get(CONNECTION_HEADER, "").partition(".")
+        same_flow = token == kit.flow.token and number.isdigit()
+        connection = int(number) if same_flow else kit.flow.new_connection()
+        self.start_recording(kit.flow, connection, kit.name, self.name, "server")
+        send_response = self.protocol.send_response
+
+        def send_response_and_record(response: Any) -> None:
+            send_response(response)
+            if response.status_code == 101:
+                self.record_open(request.path)
+
+        self.protocol.send_response = send_response_and_record
 
     def __repr__(self) -> str:
         return f"<ServerConnection {self.name!r} {self.state.name}>"
@@ -79,11 +114,12 @@ class Server:
     raises :class:`~wspatterns.errors.ServerStoppedError`.
     """
 
-    def __init__(self, handler: Handler, name: str, host: str) -> None:
+    def __init__(self, handler: Handler, name: str, host: str, flow: Flow | None = None) -> None:
         self.name = name
         self.host = host
         self.port = 0
         self.handler = handler
+        self.flow = Flow() if flow is None else flow
         self.errors: list[ErrorReport] = []
         self._ws: Any = None  # websockets.asyncio.server.Server once started
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,7 +174,7 @@ class Server:
 
     async def _start(self, port: int, options: dict[str, Any]) -> None:
         self._loop = asyncio.get_running_loop()
-        options.setdefault("create_connection", _ServerConnection)
+        options.setdefault("create_connection", self._new_connection)
         options.setdefault("logger", logging.LoggerAdapter(_WS_LOGGER, {"wspatterns_server": self}))
         try:
             self._ws = await ws_serve(self._serve_one, self.host, port, **options)
@@ -148,23 +184,26 @@ class Server:
             raise
         self.port = self._ws.sockets[0].getsockname()[1]
 
+    def _new_connection(self, *args: Any, **kwargs: Any) -> _ServerConnection:
+        return _ServerConnection(*args, kit=self, **kwargs)
+
     async def _serve_one(self, connection: ServerConnection) -> None:
-        name = connection.request.headers.get(NAME_HEADER) or self.next_client_name()
-        if isinstance(connection, _ServerConnection):
-            connection.name = name
         try:
             await self.handler(connection)
         except ConnectionClosed:
             if self._stopped is None:  # not when the kit itself is closing it
-                self._report_failure(name)
+                self._report_failure(connection)
             raise
         except Exception:
-            self._report_failure(name)
+            self._report_failure(connection)
             raise  # websockets then closes the connection with 1011, as it would without us
 
-    def _report_failure(self, connection: str) -> None:
+    def _report_failure(self, connection: ServerConnection) -> None:
         exc = sys.exc_info()[1]
-        self._report(errors.handler_failed(self.name, _name_of(self.handler), connection, exc))
+        name = getattr(connection, "name", None) or "a client"
+        if isinstance(connection, Recording):
+            connection.record_error(exc)
+        self._report(errors.handler_failed(self.name, _name_of(self.handler), name, exc))
 
     def _report(self, report: ErrorReport) -> None:
         self.errors.append(report)
@@ -228,8 +267,8 @@ class ThreadServer(Server):
     from a notebook cell. ``stop()`` is a plain (not async) call.
     """
 
-    def __init__(self, handler: Handler, name: str, host: str) -> None:
-        super().__init__(handler, name, host)
+    def __init__(self, handler: Handler, name: str, host: str, flow: Flow | None = None) -> None:
+        super().__init__(handler, name, host, flow)
         self._thread: threading.Thread | None = None
 
     @property
@@ -264,6 +303,7 @@ def serve(
     name: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    flow: Flow | None = None,
     **options: Any,
 ) -> _Serving:
     """Start a websockets server on the running event loop: ``server = await serve(handler)``.
@@ -271,28 +311,30 @@ def serve(
     ``handler`` is any ``async def handler(websocket)``, as in the websockets
     docs. ``port=0`` picks a free port (read it from ``server.url``). ``name``
     defaults to the handler's name; serving again under a name in use stops
-    the old server first, so re-running a cell is safe. Other ``options`` go to
-    :func:`websockets.asyncio.server.serve`. Also usable as
+    the old server first, so re-running a cell is safe. What crosses the
+    server's connections is recorded in ``server.flow``, a new
+    :class:`~wspatterns.Flow` unless you pass one to share. Other ``options``
+    go to :func:`websockets.asyncio.server.serve`. Also usable as
     ``async with serve(handler) as server:``.
 
     Raises TypeError for a handler websockets could not call,
     :class:`~wspatterns.errors.PortInUseError` if the port is taken.
     """
     _check_handler(handler)
-    return _Serving(handler, name or _name_of(handler), host, port, options)
+    return _Serving(handler, name or _name_of(handler), host, port, flow, options)
 
 
 class _Serving:
     """What ``serve()`` returns: await it, or use it with ``async with``."""
 
-    def __init__(self, handler, name, host, port, options) -> None:
-        self._args = (handler, name, host, port, options)
+    def __init__(self, handler, name, host, port, flow, options) -> None:
+        self._args = (handler, name, host, port, flow, options)
         self._server: Server | None = None
 
     async def _start(self) -> Server:
-        handler, name, host, port, options = self._args
+        handler, name, host, port, flow, options = self._args
         await _retire(name, f"a newer serve(...) under the name {name!r} replaced it")
-        server = Server(handler, name, host)
+        server = Server(handler, name, host, flow)
         await server._start(port, dict(options))
         _register_server(server)
         self._server = server
@@ -318,6 +360,7 @@ def serve_in_thread(
     name: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    flow: Flow | None = None,
     timeout: float | None = None,
     **options: Any,
 ) -> ThreadServer:
@@ -332,7 +375,7 @@ def serve_in_thread(
     timeout = TIMEOUT if timeout is None else timeout
     _retire_blocking(name, f"a newer serve_in_thread(...) under the name {name!r} replaced it")
     loop = asyncio.new_event_loop()
-    server = ThreadServer(handler, name, host)
+    server = ThreadServer(handler, name, host, flow)
     server._thread = threading.Thread(
         target=_run_loop_forever, args=(loop,), name=f"wspatterns server {name}", daemon=True
     )
@@ -358,31 +401,53 @@ def servers() -> list[Server]:
 # Clients
 
 
-class Client(ClientConnection):
-    """A websockets client connection whose ``recv()`` gives up after ``timeout`` seconds.
+class Client(Recording, ClientConnection):
+    """A websockets client connection whose waits for messages end after ``timeout`` seconds.
 
     Everything else is plain :class:`websockets.asyncio.client.ClientConnection`.
-    ``async for message in client`` is bounded the same way, message by message.
+    ``recv()`` and ``async for message in client`` raise TimeoutError once they
+    have waited ``timeout`` seconds (up to a quarter more) for a message; like
+    a cancelled ``recv()``, that loses nothing. What the client sends and
+    receives is recorded in ``client.flow``.
     """
 
     name: str = "client"
     key: tuple[str, str] = ("", "")
     timeout: float | None = TIMEOUT
+    _watchdog: asyncio.TimerHandle | None = None
+    _watched: asyncio.Future | None = None
+    _since = 0.0
 
-    async def recv(self, decode: bool | None = None, *, timeout: float | None = _DEFAULT) -> Any:
-        """Receive the next message; raise TimeoutError if none comes within ``timeout`` s.
+    def start_watchdog(self) -> None:
+        """Check a few times per ``timeout`` whether a recv() has waited too long.
 
-        ``timeout=None`` waits for ever.
+        A timer per recv() would cost more than all the kit's other work on a
+        message; one watchdog per client costs nothing per message.
         """
-        limit = self.timeout if timeout is _DEFAULT else timeout
-        return await _within(
-            limit,
-            super().recv(decode),
-            lambda: (
-                f"{self.name} received no message within {limit:g} s "
-                "(pass timeout= to recv() or connect() to wait longer)."
-            ),
-        )
+        if self.timeout is not None:
+            self._watchdog = self.loop.call_later(self.timeout / 4, self._check_waiting)
+
+    def _check_waiting(self) -> None:
+        # websockets parks a waiting recv() on this future; failing it is how
+        # websockets itself ends a recv() when the connection closes.
+        waiter = getattr(getattr(self.recv_messages, "frames", None), "get_waiter", None)
+        now = self.loop.time()
+        if waiter is None or waiter.done():
+            self._watched = None
+        elif waiter is not self._watched:
+            self._watched, self._since = waiter, now
+        elif now - self._since >= self.timeout and not getattr(self, "_partial", None):
+            # (Mid-way through a fragmented message it waits on: the keepalive
+            # ping closes a connection whose peer has gone silent.)
+            waiter.set_exception(
+                TimeoutError(
+                    f"{self.name} received no message within {self.timeout:g} s "
+                    "(pass timeout= to connect() to wait longer)."
+                )
+            )
+            self._watched = None
+        if self.state is not State.CLOSED:
+            self.start_watchdog()
 
     async def wait_closed(self, *, timeout: float | None = _DEFAULT) -> None:
         """Wait until the connection is closed; raise TimeoutError after ``timeout`` s."""
@@ -401,6 +466,8 @@ class Client(ClientConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         with _registry_lock:
             if _clients.get(self.key) is self:
                 del _clients[self.key]
@@ -413,8 +480,9 @@ class connect:
     block; ``websocket = await connect(server)`` keeps it open until you close
     it or call :func:`stop_all`. The client ignores system proxies (pass
     ``proxy=`` to use one) and gives up on opening or receiving after
-    ``timeout`` seconds. Connecting under a ``name`` in use closes the old
-    client first. Other ``options`` go to :func:`websockets.asyncio.client.connect`.
+    ``timeout`` seconds (``timeout=None``: never). Connecting under a ``name`` in use closes the old
+    client first. It records into the server's flow, or into ``flow=``.
+    Other ``options`` go to :func:`websockets.asyncio.client.connect`.
     """
 
     def __init__(
@@ -422,28 +490,41 @@ class connect:
         target: Server | str,
         *,
         name: str | None = None,
-        timeout: float | None = None,
+        flow: Flow | None = None,
+        timeout: float | None = _DEFAULT,
         **options: Any,
     ) -> None:
         self.url, server = _resolve(target)
-        self.timeout = TIMEOUT if timeout is None else timeout
+        self.timeout = TIMEOUT if timeout is _DEFAULT else timeout
         if name is None:
             name = server.next_client_name() if server else f"client-{next(_client_numbers)}"
         self.name = name
-        headers = dict(options.pop("additional_headers", None) or {})
-        headers[NAME_HEADER] = name
+        self.flow = flow if flow is not None else server.flow if server else Flow()
+        self._server_name = server.name if server else "server"
         options.setdefault("proxy", None)
         options.setdefault("open_timeout", self.timeout)
         options.setdefault("close_timeout", self.timeout)
-        options.setdefault("create_connection", Client)
-        self._options = {"additional_headers": headers, **options}
+        self._options = options
         self._client: Client | None = None
+
+    def _new_client(self, connection: int, *args: Any, **kwargs: Any) -> Client:
+        client = Client(*args, **kwargs)
+        client.start_recording(self.flow, connection, self._server_name, self.name, "client")
+        return client
 
     async def _open(self) -> Client:
         key = (self.url, self.name)
         await _forget_client(key)
+        connection = self.flow.new_connection()
+        options = dict(self._options)
+        options["additional_headers"] = {
+            **dict(options.get("additional_headers") or {}),
+            NAME_HEADER: self.name,
+            CONNECTION_HEADER: f"{self.flow.token}.{connection}",
+        }
+        options.setdefault("create_connection", functools.partial(self._new_client, connection))
         try:
-            client = await ws_connect(self.url, **self._options)
+            client = await ws_connect(self.url, **options)
         except ConnectionRefusedError:
             raise ConnectionRefusedError(
                 errno.ECONNREFUSED,
@@ -453,12 +534,13 @@ class connect:
         except TimeoutError:
             raise TimeoutError(
                 f"{self.url} did not finish the opening handshake within "
-                f"{self._options['open_timeout']:g} s. If that server runs on this kernel's "
+                f"{options['open_timeout']:g} s. If that server runs on this kernel's "
                 "event loop, is a blocking call in this cell keeping the loop from answering?"
             ) from None
         client.name, client.key = self.name, key
         if isinstance(client, Client):
             client.timeout = self.timeout
+            client.start_watchdog()
         with _registry_lock:
             _clients[key] = client
         self._client = client

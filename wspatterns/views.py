@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from websockets.frames import CLOSE_CODE_EXPLANATIONS
 

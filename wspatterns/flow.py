@@ -318,6 +318,4 @@ class Recording:
         counts = self._totals.sent if sender == self._us else self._totals.received
         index = counts[0]
         counts[0] = index + 1
-        self._append(
-            (time.monotonic_ns(), "message", self._who, sender, kind, size, head, index, None, "")
-        )
+        self._append((time.monotonic_ns(), ("message", self._who, sender, kind), size, head, index))

@@ -210,11 +210,12 @@ def _mermaid(lanes: list[str], steps: list[Step]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_MERMAID_ENTITIES = {"#": "#35;", ";": "#59;", "<": "#lt;", ">": "#gt;"}
+
+
 def _mermaid_text(text: str) -> str:
     """Mermaid reads ``;``, ``#`` and angle brackets as syntax: spell them as entities."""
-    for char, entity in (("#", "#35;"), (";", "#59;"), ("<", "#lt;"), (">", "#gt;")):
-        text = text.replace(char, entity)
-    return text
+    return "".join(_MERMAID_ENTITIES.get(char, char) for char in text)
 
 
 # SVG layout, in pixels.

@@ -1,0 +1,216 @@
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect as raw_connect
+from websockets.asyncio.server import broadcast
+from websockets.exceptions import ConnectionClosedError
+
+from wspatterns import Flow, connect, serve, serve_in_thread
+
+from .utils import MS, echo
+
+
+def kinds(flow: Flow, at: str | None = None) -> list[tuple]:
+    """(kind, sender, at) for each event, optionally from one end only."""
+    return [(e.kind, e.sender, e.at) for e in flow.events if at is None or e.at == at]
+
+
+async def test_each_end_records_open_messages_close_and_end():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send("hello")
+        assert await websocket.recv() == "hello"
+    await asyncio.sleep(10 * MS)
+    assert kinds(server.flow, "client") == [
+        ("open", None, "client"),
+        ("message", "client", "client"),
+        ("message", "server", "client"),
+        ("close", "client", "client"),
+        ("close", "server", "client"),
+        ("end", "client", "client"),  # for "end", sender says who closed first
+    ]
+    assert [kind for kind, _, _ in kinds(server.flow, "server")] == [
+        "open", "message", "message", "close", "close", "end"
+    ]  # fmt: skip
+    [open_event] = [e for e in server.flow.events if e.kind == "open" and e.at == "server"]
+    assert (open_event.client, open_event.server, open_event.detail) == ("client-1", "echo", "/")
+
+
+async def test_messages_carry_type_size_preview_and_order():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        for message in ["text", b"\x00\xffbinary", "", "x" * 1000]:
+            await websocket.send(message)
+            await websocket.recv()
+    sent = [e for e in server.flow.events if e.kind == "message" and e.at == e.sender == "client"]
+    assert [(e.type, e.size, e.index) for e in sent] == [
+        ("text", 4, 0), ("binary", 8, 1), ("text", 0, 2), ("text", 1000, 3)
+    ]  # fmt: skip
+    assert sent[0].head == b"text"
+    assert len(sent[3].head) == 48  # a preview, not the whole message
+    seqs = [e.seq for e in server.flow.events]
+    assert seqs == sorted(seqs) == list(range(len(seqs)))
+    times = [e.time for e in server.flow.events]
+    assert times == sorted(times)
+
+
+async def test_fragmented_messages_are_recorded_once_whole():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send(["frag", "ment"])
+        assert await websocket.recv() == "fragment"
+    sizes = [e.size for e in server.flow.events if e.kind == "message"]
+    assert sizes == [8, 8, 8, 8]
+
+
+async def test_broadcast_frames_are_recorded():
+    room = set()
+
+    async def register(websocket):
+        room.add(websocket)
+        try:
+            await websocket.wait_closed()
+        finally:
+            room.discard(websocket)
+
+    server = await serve(register)
+    clients = [await connect(server) for _ in range(3)]
+    while len(room) < 3:
+        await asyncio.sleep(MS)
+    broadcast(room, "news")  # writes frames without calling send()
+    assert [await client.recv() for client in clients] == ["news"] * 3
+    sent = {e.client for e in server.flow.events if e.kind == "message" and e.at == "server"}
+    received = {e.client for e in server.flow.events if e.kind == "message" and e.at == "client"}
+    assert sent == received == {"client-1", "client-2", "client-3"}
+
+
+async def test_a_client_the_kit_did_not_make_is_recorded_by_the_server():
+    server = await serve(echo)
+    async with raw_connect(server.url, proxy=None) as websocket:
+        await websocket.send("plain")
+        assert await websocket.recv() == "plain"
+    await asyncio.sleep(10 * MS)
+    assert {e.at for e in server.flow.events} == {"server"}
+    assert [e.kind for e in server.flow.events] == [
+        "open", "message", "message", "close", "close", "end"
+    ]  # fmt: skip
+    assert {e.client for e in server.flow.events} == {"client-1"}
+
+
+async def test_handler_errors_and_lost_connections_are_recorded(capsys):
+    async def broken(websocket):
+        await websocket.recv()
+        raise ValueError("bad input")
+
+    server = await serve(broken)
+    async with connect(server) as websocket:
+        await websocket.send("boom")
+        with pytest.raises(ConnectionClosedError):
+            await websocket.recv()
+    [error] = [e for e in server.flow.events if e.kind == "error"]
+    assert error.detail == "ValueError: bad input"
+    codes = {e.code for e in server.flow.events if e.kind == "end"}
+    assert codes == {1011}
+    capsys.readouterr()
+
+
+async def test_names_connections_for_people():
+    server = await serve(echo)
+    async with connect(server), connect(server, name="alice"):
+        pass
+    assert [e.client for e in server.flow.events if e.kind == "open" and e.at == "server"] == [
+        "client-1", "alice"
+    ]  # fmt: skip
+
+
+async def test_one_flow_shared_by_several_servers_and_clients():
+    flow = Flow()
+    first = await serve(echo, name="first", flow=flow)
+    second = await serve(echo, name="second", flow=flow)
+    for server in (first, second):
+        async with connect(server) as websocket:
+            await websocket.send(server.name)
+            await websocket.recv()
+    assert first.flow is second.flow is flow
+    assert {e.server for e in flow.events} == {"first", "second"}
+    assert len({e.connection for e in flow.events}) == 2
+
+
+async def test_a_client_can_record_into_its_own_flow():
+    server = await serve(echo)
+    mine = Flow()
+    async with connect(server, flow=mine) as websocket:
+        await websocket.send("x")
+        await websocket.recv()
+    assert {e.at for e in mine.events} == {"client"}
+    assert {e.at for e in server.flow.events} == {"server"}
+
+
+def test_a_thread_server_records_too():
+    from websockets.sync.client import connect as sync_connect
+
+    server = serve_in_thread(echo)
+    with sync_connect(server.url, proxy=None) as websocket:
+        websocket.send("from a thread")
+        websocket.recv(timeout=1)
+    server.stop()
+    assert [e.kind for e in server.flow.events][:3] == ["open", "message", "message"]
+
+
+# The cap
+
+
+def test_cap_bounds_memory_and_counts_what_it_drops():
+    flow = Flow(cap=10)
+    end = _Fake(flow)
+    for number in range(25):
+        end.send(f"m{number}")
+    assert len(flow) == 10
+    assert flow.recorded == 25
+    assert flow.dropped == 15
+    events = flow.events
+    assert [e.seq for e in events] == list(range(15, 25))
+    assert events[0].head == b"m15"
+    assert events[0].index == 15  # indexes count from the start, drops or not
+    [totals] = flow.totals
+    assert totals.sent == [25]  # totals stay exact
+
+
+@pytest.mark.parametrize("cap", [0, -1, 1.5, True, "10"])
+def test_a_cap_must_be_a_positive_whole_number(cap):
+    with pytest.raises(ValueError, match="cap must be a positive number"):
+        Flow(cap=cap)
+
+
+def test_clear_forgets_events():
+    flow = Flow()
+    end = _Fake(flow)
+    end.send("x")
+    flow.clear()
+    assert len(flow) == flow.recorded == flow.dropped == 0
+
+
+class _Fake:
+    """One recording end without a network: for counting, not for behaviour."""
+
+    def __init__(self, flow: Flow) -> None:
+        from websockets.frames import Frame, Opcode
+
+        from wspatterns.flow import Recording
+
+        class Protocol:
+            def send_frame(self, frame):
+                pass
+
+            def events_received(self):
+                return []
+
+        class End(Recording):
+            protocol = Protocol()
+
+        self.end = End()
+        self.end.start_recording(flow, flow.new_connection(), "server", "client-1", "client")
+        self.frame = lambda text: Frame(Opcode.TEXT, text.encode())
+
+    def send(self, text: str) -> None:
+        self.end.protocol.send_frame(self.frame(text))

@@ -1,0 +1,246 @@
+import asyncio
+import math
+import xml.etree.ElementTree as ElementTree
+
+import matplotlib
+import pytest
+from websockets.asyncio.client import connect as raw_connect
+from websockets.exceptions import ConnectionClosedError
+
+from wspatterns import Event, Flow, connect, serve, views
+
+from .utils import MS, echo
+
+matplotlib.use("Agg")
+
+
+async def echo_flow(*messages, name="echo") -> Flow:
+    server = await serve(echo, name=name)
+    async with connect(server) as websocket:
+        for message in messages:
+            await websocket.send(message)
+            await websocket.recv()
+    await asyncio.sleep(10 * MS)  # let both ends record the end of the connection
+    return server.flow
+
+
+def arrows(diagram) -> list[str]:
+    return [line.strip() for line in diagram.mermaid.splitlines() if ">>" in line]
+
+
+# Every view, on a flow with nothing in it
+
+
+def test_every_view_copes_with_an_empty_flow():
+    flow = Flow()
+    assert flow.sequence().text == "[nothing recorded yet]"
+    assert "sequenceDiagram" in flow.sequence().mermaid
+    assert list(flow.table().columns) == views.COLUMNS and len(flow.table()) == 0
+    assert len(flow.stats()) == 0
+    assert flow.timeline().axes[0].get_yticklabels()[0].get_text() == "nothing recorded yet"
+    assert "0 events" in repr(flow.live())
+
+
+# Sequence diagrams
+
+
+async def test_one_arrow_per_message_though_both_ends_recorded():
+    flow = await echo_flow("hello")
+    assert arrows(flow.sequence()) == [
+        "p0->>p1: “hello” · 5 B",
+        "p1->>p0: “hello” · 5 B",
+        "p0-->>p1: close 1000 (OK)",
+        "p1-->>p0: close 1000 (OK)",
+    ]
+    assert "participant p1 as server" in flow.sequence().mermaid
+
+
+async def test_the_same_order_draws_the_same_diagram():
+    first = (await echo_flow("a", b"\x01", "c")).sequence()
+    second = (await echo_flow("a", b"\x01", "c")).sequence()
+    assert (first.mermaid, first.svg, first.text) == (second.mermaid, second.svg, second.text)
+
+
+async def test_a_diagram_offers_mermaid_svg_and_text():
+    diagram = (await echo_flow("hi")).sequence()
+    bundle = diagram._repr_mimebundle_()
+    assert set(bundle) == {"text/vnd.mermaid", "image/svg+xml", "text/plain"}
+    ElementTree.fromstring(bundle["image/svg+xml"])  # well-formed
+
+
+async def test_long_flows_are_summarised():
+    flow = await echo_flow(*[f"m{number}" for number in range(200)])
+    diagram = flow.sequence(limit=20)
+    assert len(arrows(diagram)) + diagram.mermaid.count("Note over") <= 21
+    assert "[… 383 more messages …]" in diagram.text  # 400 messages, 17 drawn
+    assert "“m0”" in diagram.text and "“m199”" in diagram.text
+
+
+async def test_many_clients_share_a_lane():
+    server = await serve(echo)
+    for number in range(9):
+        async with connect(server) as websocket:
+            await websocket.send(f"from {number}")
+            await websocket.recv()
+    diagram = server.flow.sequence(limit=1000, lanes=4)
+    assert diagram.lanes == ["client-1", "client-2", "client-3", "other clients", "server"]
+    assert "client-9 → server" not in diagram.text
+    assert "other clients → server: client-9: “from 8”" in diagram.text
+
+
+async def test_text_that_looks_like_syntax_is_escaped():
+    flow = await echo_flow("a;b#c<d>e\nf")
+    diagram = flow.sequence()
+    assert arrows(diagram)[0] == "p0->>p1: “a#59;b#35;c#lt;d#gt;e⏎f” · 11 B"
+    assert "“a;b#c<d>e⏎f” · 11 B" in diagram.text
+    svg = ElementTree.fromstring(diagram.svg)
+    texts = [element.text for element in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert "“a;b#c<d>e⏎f” · 11 B" in texts
+
+
+async def test_crashes_and_lost_connections_are_drawn(capsys):
+    async def broken(websocket):
+        await websocket.recv()
+        raise KeyError("missing")
+
+    server = await serve(broken)
+    async with connect(server) as websocket:
+        await websocket.send("boom")
+        with pytest.raises(ConnectionClosedError):
+            await websocket.recv()
+    text = server.flow.sequence().text
+    assert "[⚠ handler raised KeyError: 'missing']" in text
+    assert "close 1011 (internal error)" in text
+    capsys.readouterr()
+
+
+async def test_a_connection_lost_without_closing_is_noted():
+    server = await serve(echo)
+    websocket = await raw_connect(server.url, proxy=None)
+    websocket.transport.abort()
+    await asyncio.sleep(20 * MS)
+    assert "[connection lost (1006, no closing handshake)]" in server.flow.sequence().text
+
+
+def test_dropped_events_are_announced():
+    flow = Flow(cap=3)
+    for number in range(5):
+        flow._records.append(_record(number))
+    flow._ends.append(_totals(5))
+    assert "… 2 earlier events dropped (this flow keeps 3) …" in flow.sequence().text
+
+
+# Previews
+
+
+def event(**fields) -> Event:
+    defaults = dict(
+        seq=0, time=0, kind="message", connection=1, server="s", client="c", at="server",
+        sender="client", type="text", size=0, head=b"", index=0, code=None, detail="",
+    )  # fmt: skip
+    return Event(**{**defaults, **fields})
+
+
+@pytest.mark.parametrize(
+    "fields, shown",
+    [
+        (dict(head=b"hello", size=5), "“hello”"),
+        (dict(head=b"", size=0), "“”"),
+        (dict(head="é".encode() * 24, size=200), "“éééééééééééééééééééé…”"),
+        (dict(head=b"ab" + "é".encode()[:1], size=3), "“ab�”"),  # broken UTF-8
+        (dict(head="é".encode() * 23 + "é".encode()[:1], size=60), "“éééééééééééééééééééé…”"),
+        (dict(type="binary", head=b"\x00\xff\x10", size=3), "binary 00 ff 10"),
+        (dict(type="binary", head=bytes(range(48)), size=5000), "binary 00 01 02 03 04 05 …"),
+        (dict(type="binary", head=b"", size=0), "binary"),
+        (dict(head=b"tab\there", size=8), "“tab·here”"),
+        (dict(kind="close", code=1001, detail=""), "close 1001 (going away)"),
+        (dict(kind="close", code=4000, detail="bye"), "close 4000 “bye”"),
+    ],
+)
+def test_previews_are_short_and_printable(fields, shown):
+    assert views.preview(event(**fields)) == shown
+
+
+def test_sizes_read_like_sizes():
+    assert [views.size(n) for n in (0, 999, 1000, 1_500_000, 10**12)] == [
+        "0 B", "999 B", "1.0 kB", "1.5 MB", "1000000.0 MB"
+    ]  # fmt: skip
+
+
+# Tables
+
+
+async def test_table_has_a_row_per_event_with_from_and_to():
+    flow = await echo_flow("hello")
+    table = flow.table()
+    assert len(table) == len(flow)
+    messages = table[table.kind == "message"]
+    assert list(messages["from"]) == ["client-1", "client-1", "echo", "echo"]
+    assert list(messages["to"]) == ["echo", "echo", "client-1", "client-1"]
+    assert list(messages["preview"].unique()) == ["“hello”"]
+    assert table.time_ms.is_monotonic_increasing and table.time_ms.iloc[0] == 0
+
+
+async def test_stats_count_each_way_and_measure_latency():
+    flow = await echo_flow("a", "bb", "ccc")
+    row = flow.stats().loc[1]
+    assert (row["client→server"], row["bytes client→server"]) == (3, 6)
+    assert (row["server→client"], row["bytes server→client"]) == (3, 6)
+    assert row["latency pairs"] == 6
+    assert 0 < row["latency p50 ms"] <= row["latency p95 ms"] <= row["latency p99 ms"]
+
+
+async def test_stats_leave_latency_empty_when_only_one_end_recorded():
+    server = await serve(echo)
+    async with raw_connect(server.url, proxy=None) as websocket:
+        await websocket.send("x")
+        await websocket.recv()
+    row = server.flow.stats().loc[1]
+    assert row["client→server"] == row["server→client"] == 1
+    assert math.isnan(row["latency p50 ms"]) and row["latency pairs"] == 0
+
+
+def test_stats_counts_stay_exact_past_the_cap():
+    flow = Flow(cap=2)
+    for number in range(5):
+        flow._records.append(_record(number))
+    flow._ends.append(_totals(5))
+    assert flow.stats().loc[1]["client→server"] == 5
+
+
+# Timelines and live views
+
+
+async def test_timeline_draws_a_lane_each_and_joins_pairs():
+    flow = await echo_flow("a", "b")
+    figure = flow.timeline()
+    axes = figure.axes[0]
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["client-1", "server"]
+    assert len(axes.collections[0].get_segments()) == 4  # 2 messages each way, both ends
+
+
+def test_live_view_does_nothing_outside_a_notebook():
+    view = Flow().live()
+    assert view._task is None and view._handle is None
+    view.stop()
+
+
+def test_live_view_refuses_to_redraw_too_often():
+    with pytest.raises(ValueError, match="between 0 and 10"):
+        Flow().live(rate=30)
+
+
+# Hand-made records, for the cap
+
+
+def _record(number: int) -> tuple:
+    meta = ("message", (1, "server", "client-1", "client"), "client", "text")
+    return (number, meta, 1, b"x", number)
+
+
+def _totals(count: int):
+    from wspatterns.flow import Totals
+
+    totals = Totals((1, "server", "client-1", "client"))
+    totals.sent[0] = count
+    return totals

@@ -323,9 +323,9 @@ def table(flow: Flow):
                 event.client,
                 event.server,
                 event.at,
-                sender if carries else None,
-                receiver if carries else None,
-                event.type,
+                sender if carries else "",
+                receiver if carries else "",
+                event.type or "",
                 event.size,
                 preview(event) if carries else "",
                 event.code,
@@ -454,6 +454,9 @@ def timeline(flow: Flow, *, lanes: int = LANES, title: str | None = None):
                 marks["received"].append(point)
                 if key in sends:
                     joins.append([sends[key], point])
+        elif event.kind == "open" and (event.connection, "open") not in sends:
+            sends[event.connection, "open"] = (t, 0)  # once per connection, from either end
+            marks["open"].append((t, lane(event, "client")))
         elif event.kind == "close" and event.at == event.sender:
             marks["close"].append((t, lane(event, event.sender)))
         elif event.kind == "error":
@@ -463,6 +466,7 @@ def timeline(flow: Flow, *, lanes: int = LANES, title: str | None = None):
     pyplot.close(figure)  # shown once, by being returned, not again by pyplot
     axes.add_collection(LineCollection(joins, colors="#88a", linewidths=0.8, alpha=0.6))
     styles = {
+        "open": dict(marker=">", color="#393", s=30),
         "sent": dict(marker="o", color="#336", s=14),
         "received": dict(marker="|", color="#c60", s=60),
         "close": dict(marker="x", color="#999", s=30),
@@ -482,7 +486,7 @@ def timeline(flow: Flow, *, lanes: int = LANES, title: str | None = None):
         Line2D(
             [], [], linestyle="", **{k: v for k, v in styles[kind].items() if k != "s"}, label=kind
         )
-        for kind in ("sent", "received", "close", "error")
+        for kind in ("open", "sent", "received", "close", "error")
     ]
     handles.append(Line2D([], [], color="#88a", label="sent → received"))
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)

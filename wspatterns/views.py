@@ -434,7 +434,9 @@ def timeline(flow: Flow, *, lanes: int = LANES, title: str | None = None):
 
     start = events[0].time if events else 0
     sends: dict[tuple, tuple[float, int]] = {}
+    opened: set[int] = set()
     marks: dict[str, list[tuple[float, int]]] = {
+        "open": [],
         "sent": [],
         "received": [],
         "close": [],
@@ -454,8 +456,8 @@ def timeline(flow: Flow, *, lanes: int = LANES, title: str | None = None):
                 marks["received"].append(point)
                 if key in sends:
                     joins.append([sends[key], point])
-        elif event.kind == "open" and (event.connection, "open") not in sends:
-            sends[event.connection, "open"] = (t, 0)  # once per connection, from either end
+        elif event.kind == "open" and event.connection not in opened:
+            opened.add(event.connection)  # once per connection, whichever end saw it first
             marks["open"].append((t, lane(event, "client")))
         elif event.kind == "close" and event.at == event.sender:
             marks["close"].append((t, lane(event, event.sender)))

@@ -81,7 +81,7 @@ class Step:
     """One row of a sequence diagram: an arrow between two lanes, or a note over some."""
 
     lanes: tuple[str, ...]  # (from, to) for an arrow; the lanes covered for a note
-    text: str
+    text: str | Event  # an Event until it is sure to be drawn: labels cost time
     arrow: bool = True
     dashed: bool = False
 
@@ -132,6 +132,7 @@ def sequence(flow: Flow, *, limit: int = LIMIT, lanes: int = LANES) -> SequenceD
         others = len(hidden) - messages
         text = f"… {messages:,} more messages" + (f", {others:,} other steps" if others else "")
         steps = [*steps[: limit // 2], Step((), text + " …", arrow=False), *steps[-(limit // 2) :]]
+    steps = [_labelled(step) for step in steps]
     steps, order = _share_lanes(steps, lanes, set(server_lane.values()))
     steps = [Step((), note, arrow=False) for note in notes] + steps
     if not order:
@@ -140,6 +141,12 @@ def sequence(flow: Flow, *, limit: int = LIMIT, lanes: int = LANES) -> SequenceD
     everyone = (order[0], order[-1])
     steps = [step if step.lanes else Step(everyone, step.text, arrow=False) for step in steps]
     return SequenceDiagram(order, steps)
+
+
+def _labelled(step: Step) -> Step:
+    if isinstance(step.text, Event):
+        return Step(step.lanes, label(step.text), step.arrow, step.dashed)
+    return step
 
 
 def _server_lanes(events: list[Event]) -> dict[str, str]:
@@ -161,7 +168,7 @@ def _steps(events: list[Event], server_lane: dict[str, str]) -> Iterable[Step]:
             ends = (event.client, server) if event.sender == "client" else (server, event.client)
             if event.kind == "close":
                 closed.add(event.connection)
-            yield Step(ends, label(event), dashed=event.kind == "close")
+            yield Step(ends, event, dashed=event.kind == "close")  # labelled only if drawn
         elif event.kind == "open":
             yield Step((event.client, server), f"{event.client} connects to {event.detail}", False)
         elif event.kind == "end" and event.connection not in closed:

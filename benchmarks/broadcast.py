@@ -1,0 +1,135 @@
+"""Broadcast deliveries per second to 1000 clients: a recording kit server against plain websockets.
+
+This process runs two servers, one plain websockets and one from the kit
+(recording every frame), and a second process holds 1000 clients on each, as
+upstream's experiments/broadcast does. The script times broadcast() to all of
+them on both servers in alternating rounds and prints deliveries per
+CPU-second of this process, and the kit/plain ratio (goal: >= 0.95).
+
+    python benchmarks/broadcast.py [--clients 1000] [--broadcasts 50] [--rounds 9]
+"""
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import time
+
+from websockets.asyncio.client import connect as plain_connect
+from websockets.asyncio.server import broadcast
+from websockets.asyncio.server import serve as plain_serve
+
+import wspatterns
+
+MESSAGE = "x" * 64  # upstream's default message size
+
+
+def raise_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# The clients' process
+
+
+async def hold_clients(url: str, count: int) -> None:
+    """Open ``count`` clients to ``url``, say so, and read until the server closes them."""
+
+    async def client(ready: asyncio.Event, opened: list) -> None:
+        async with plain_connect(url, proxy=None, open_timeout=60) as websocket:
+            opened.append(websocket)
+            if len(opened) == count:
+                ready.set()
+            async for _ in websocket:
+                pass
+
+    ready, opened = asyncio.Event(), []
+    clients = [asyncio.create_task(client(ready, opened)) for _ in range(count)]
+    await asyncio.wait_for(ready.wait(), 120)
+    print("ready", flush=True)
+    await asyncio.gather(*clients, return_exceptions=True)
+
+
+# The servers' process
+
+
+def room_handler(room: set):
+    async def register(websocket):
+        room.add(websocket)
+        try:
+            await websocket.wait_closed()
+        finally:
+            room.discard(websocket)
+
+    return register
+
+
+async def start_clients(url: str, count: int) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--hold", url, "--clients", str(count),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    line = await asyncio.wait_for(process.stdout.readline(), 180)
+    if line.strip() != b"ready":
+        raise RuntimeError(f"the clients' process did not start: {line!r}")
+    return process
+
+
+def deliveries_per_cpu_second(room: set, broadcasts: int) -> float:
+    start = time.process_time()
+    for _ in range(broadcasts):
+        broadcast(room, MESSAGE)
+    return len(room) * broadcasts / (time.process_time() - start)
+
+
+async def main(clients: int, broadcasts: int, rounds: int) -> None:
+    plain_room, kit_room = set(), set()
+    async with plain_serve(room_handler(plain_room), "127.0.0.1", 0) as plain_server:
+        kit_server = await wspatterns.serve(room_handler(kit_room), name="broadcast")
+        plain_url = f"ws://127.0.0.1:{plain_server.sockets[0].getsockname()[1]}/"
+        processes = []
+        try:
+            for url in (plain_url, kit_server.url):
+                processes.append(await start_clients(url, clients))
+            while len(plain_room) < clients or len(kit_room) < clients:
+                await asyncio.sleep(0.05)
+            rates = {"plain websockets": [], "wspatterns": []}
+            for _ in range(rounds):
+                for name, room in (("plain websockets", plain_room), ("wspatterns", kit_room)):
+                    rates[name].append(deliveries_per_cpu_second(room, broadcasts))
+                    await asyncio.sleep(0.5)  # let the clients drain their sockets
+            flow = kit_server.flow
+            assert flow.recorded >= clients * broadcasts * rounds  # recording was really on
+        finally:
+            await kit_server.stop()
+            plain_server.close()
+            for process in processes:
+                try:
+                    await asyncio.wait_for(process.wait(), 30)
+                except TimeoutError:
+                    process.kill()
+    best = {name: max(values) for name, values in rates.items()}
+    for name, values in rates.items():
+        print(
+            f"{name:>17}: {best[name]:11,.0f} deliveries per CPU-second "
+            f"(best of {rounds}; median {statistics.median(values):,.0f})"
+        )
+    print(f"ratio kit/plain: {best['wspatterns'] / best['plain websockets']:.3f} (goal >= 0.95)")
+    print(f"the kit's flow recorded {flow.recorded:,} events, kept {len(flow):,}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--broadcasts", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--hold", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    raise_file_limit()
+    if args.hold:
+        asyncio.run(hold_clients(args.hold, args.clients))
+    else:
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        asyncio.run(main(args.clients, args.broadcasts, args.rounds))

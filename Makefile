@@ -15,7 +15,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
 test: $(STAMP)
-	$(BIN)/ruff check wspatterns tests
+	$(BIN)/ruff check wspatterns tests benchmarks
 	$(BIN)/python -m pytest
 
 install: $(STAMP)

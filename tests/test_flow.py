@@ -3,11 +3,10 @@ import asyncio
 import pytest
 from websockets.asyncio.client import connect as raw_connect
 from websockets.asyncio.server import broadcast
-from websockets.exceptions import ConnectionClosedError
 
 from wspatterns import Flow, connect, serve, serve_in_thread
 
-from .utils import MS, echo
+from .utils import MS, crashed_server, echo
 
 
 def kinds(flow: Flow, at: str | None = None) -> list[tuple]:
@@ -98,15 +97,7 @@ async def test_a_client_the_kit_did_not_make_is_recorded_by_the_server():
 
 
 async def test_handler_errors_and_lost_connections_are_recorded(capsys):
-    async def broken(websocket):
-        await websocket.recv()
-        raise ValueError("bad input")
-
-    server = await serve(broken)
-    async with connect(server) as websocket:
-        await websocket.send("boom")
-        with pytest.raises(ConnectionClosedError):
-            await websocket.recv()
+    server = await crashed_server(ValueError("bad input"))
     [error] = [e for e in server.flow.events if e.kind == "error"]
     assert error.detail == "ValueError: bad input"
     codes = {e.code for e in server.flow.events if e.kind == "end"}

@@ -5,11 +5,10 @@ import xml.etree.ElementTree as ElementTree
 import matplotlib
 import pytest
 from websockets.asyncio.client import connect as raw_connect
-from websockets.exceptions import ConnectionClosedError
 
 from wspatterns import Event, Flow, connect, serve, views
 
-from .utils import MS, echo
+from .utils import MS, crashed_server, echo
 
 matplotlib.use("Agg")
 
@@ -99,15 +98,7 @@ async def test_text_that_looks_like_syntax_is_escaped():
 
 
 async def test_crashes_and_lost_connections_are_drawn(capsys):
-    async def broken(websocket):
-        await websocket.recv()
-        raise KeyError("missing")
-
-    server = await serve(broken)
-    async with connect(server) as websocket:
-        await websocket.send("boom")
-        with pytest.raises(ConnectionClosedError):
-            await websocket.recv()
+    server = await crashed_server(KeyError("missing"))
     text = server.flow.sequence().text
     assert "[⚠ handler raised KeyError: 'missing']" in text
     assert "close 1011 (internal error)" in text

@@ -42,3 +42,23 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
         text=True,
         timeout=timeout,
     )
+
+
+async def crashed_server(error: Exception):
+    """A kit server whose handler raised ``error`` on the first message one client sent it."""
+    from websockets.exceptions import ConnectionClosedError
+
+    from wspatterns import connect, serve
+
+    async def broken(websocket):
+        await websocket.recv()
+        raise error
+
+    server = await serve(broken)
+    async with connect(server) as websocket:
+        await websocket.send("boom")
+        try:
+            await websocket.recv()
+        except ConnectionClosedError:
+            return server
+    raise AssertionError("the handler should have failed and closed the connection")

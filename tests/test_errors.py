@@ -1,15 +1,12 @@
-import json
-import sys
-import textwrap
 import time
 
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import Close
 
 from wspatterns import errors
+
+from .utils import execute
 
 
 def raise_in_your_code():
@@ -50,38 +47,7 @@ def test_show_prints_at_once_outside_a_notebook(capsys):
     assert capsys.readouterr().err == "wspatterns: something odd\n"
 
 
-# In a real kernel: where a learner sees what went wrong.
-
-
-@pytest.fixture
-def kernel(tmp_path):
-    spec = tmp_path / "kernels" / "here"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
-    manager = KernelManager(
-        kernel_name="here", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)])
-    )
-    manager.start_kernel()
-    client = manager.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    yield client
-    client.stop_channels()
-    manager.shutdown_kernel(now=True)
-
-
-def execute(client, code: str) -> dict[str, str]:
-    """Run one cell; return what it printed, by stream name."""
-    streams = {"stdout": "", "stderr": ""}
-
-    def collect(message):
-        if message["msg_type"] == "stream":
-            streams[message["content"]["name"]] += message["content"]["text"]
-
-    reply = client.execute_interactive(textwrap.dedent(code), output_hook=collect, timeout=60)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return streams
+# In a real kernel (the `kernel` fixture, in conftest.py): where a learner sees what went wrong.
 
 
 def test_handler_error_shows_under_the_cell_that_ran(kernel):

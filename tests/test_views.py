@@ -8,7 +8,7 @@ from websockets.asyncio.client import connect as raw_connect
 
 from wspatterns import Event, Flow, connect, serve, views
 
-from .utils import MS, crashed_server, echo
+from .utils import MS, crashed_server, echo, execute
 
 matplotlib.use("Agg")
 
@@ -235,3 +235,29 @@ def _totals(count: int):
     totals = Totals((1, "server", "client-1", "client"))
     totals.sent[0] = count
     return totals
+
+
+def test_live_view_redraws_in_a_notebook_at_most_rate_times_a_second(kernel):
+    shown = execute(
+        kernel,
+        """
+        import asyncio, time
+        from wspatterns import connect, serve
+
+        async def echo(websocket):
+            async for message in websocket:
+                await websocket.send(message)
+
+        server = await serve(echo)
+        start = time.monotonic()
+        with server.flow.live(rate=5) as view:
+            async with connect(server) as websocket:
+                while time.monotonic() - start < 1:
+                    await websocket.send("tick")
+                    await websocket.recv()
+        elapsed = time.monotonic() - start
+        print(view.updates, round(elapsed * view.rate) + 1)
+        """,
+    )
+    updates, allowed = map(int, shown["stdout"].split())
+    assert 1 <= updates <= allowed  # messages flowed all along, redraws stayed throttled

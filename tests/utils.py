@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 
 import psutil
 
@@ -62,3 +63,16 @@ async def crashed_server(error: Exception):
         except ConnectionClosedError:
             return server
     raise AssertionError("the handler should have failed and closed the connection")
+
+
+def execute(client, code: str) -> dict[str, str]:
+    """Run one cell; return what it printed, by stream name."""
+    streams = {"stdout": "", "stderr": ""}
+
+    def collect(message):
+        if message["msg_type"] == "stream":
+            streams[message["content"]["name"]] += message["content"]["text"]
+
+    reply = client.execute_interactive(textwrap.dedent(code), output_hook=collect, timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return streams

@@ -205,3 +205,21 @@ class _Fake:
 
     def send(self, text: str) -> None:
         self.end.protocol.send_frame(self.frame(text))
+
+
+async def test_a_handshake_request_split_over_packets_is_still_recorded():
+    server = await serve(echo)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    request = (
+        b"GET /split HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for start in range(0, len(request), 20):  # twenty bytes at a time
+        writer.write(request[start : start + 20])
+        await writer.drain()
+        await asyncio.sleep(MS)
+    assert (await reader.readline()).startswith(b"HTTP/1.1 101")
+    writer.close()
+    await asyncio.sleep(20 * MS)
+    opens = [e for e in server.flow.events if e.kind == "open"]
+    assert [(e.client, e.detail) for e in opens] == [("client-1", "/split")]

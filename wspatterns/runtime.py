@@ -36,6 +36,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, InvalidURI
+from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -78,10 +79,11 @@ class _ServerConnection(Recording, ServerConnection):
         events_received = self.protocol.events_received
 
         def first_events() -> list:  # the opening handshake's request names the client
-            self.protocol.events_received = events_received
             events = events_received()
-            if events and self.request is None:
-                self._start_recording(events[0])
+            if events:  # (a request split over several packets arrives in the last one)
+                self.protocol.events_received = events_received
+                if isinstance(events[0], Request):
+                    self._start_recording(events[0])
             return events
 
         self.protocol.events_received = first_events

@@ -6,6 +6,9 @@ from asyncio.subprocess import PIPE
 
 from websockets.asyncio.client import connect
 
+from wspatterns.cli import ABOUT
+from wspatterns.patterns import PATTERNS
+
 from .utils import MS, run_python
 
 WSPATTERNS = [sys.executable, "-m", "wspatterns"]
@@ -17,10 +20,11 @@ def test_help_lists_the_serve_command():
     assert "serve" in result.stdout
 
 
-def test_serve_help_lists_the_patterns():
+def test_serve_help_lists_and_explains_every_pattern():
     result = run_python("from wspatterns.cli import main; main()", "serve", "--help")
     assert result.returncode == 0
-    assert "{echo" in result.stdout
+    for name in PATTERNS:
+        assert f"{name}:" in " ".join(result.stdout.split())
 
 
 async def start(*args: str):
@@ -62,3 +66,28 @@ def test_unknown_pattern_is_refused():
     result = run_python("from wspatterns.cli import main; main()", "serve", "nonsense")
     assert result.returncode == 2
     assert "invalid choice: 'nonsense'" in result.stderr
+
+
+def test_every_pattern_is_explained():
+    assert set(ABOUT) == set(PATTERNS)
+
+
+async def test_serve_consumer_prints_what_it_receives():
+    process, line = await start("serve", "consumer", "--port", "0")
+    async with connect(line.split()[3], proxy=None) as websocket:
+        await websocket.send("hello from a terminal")
+        printed = await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
+    assert printed.decode() == "received 'hello from a terminal'\n"
+    process.send_signal(signal.SIGINT)
+    await asyncio.wait_for(process.communicate(), 10_000 * MS)
+    assert process.returncode == 0
+
+
+async def test_serve_producer_sends_the_time():
+    process, line = await start("serve", "producer", "--port", "0")
+    async with connect(line.split()[3], proxy=None) as websocket:
+        now = await asyncio.wait_for(websocket.recv(), 10_000 * MS)
+    assert len(now) == 8 and now[2] == now[5] == ":"  # HH:MM:SS
+    process.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
+    assert process.returncode == 0 and stderr == b""

@@ -14,6 +14,14 @@ from .errors import PortInUseError
 from .patterns import PATTERNS
 from .runtime import serve
 
+ABOUT = {
+    "echo": "sends every message back",
+    "consumer": "prints every message it receives",
+    "producer": "sends the time every second",
+    "consumer-producer": "does both at once",
+    "workers": "four workers take a second over each message, then print it",
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the process exit code."""
@@ -27,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         help="serve a reference pattern until Ctrl+C",
         description="Serve a reference pattern until Ctrl+C; prints the URL to connect to "
         "(from a browser, wscat, or `python -m websockets URL`).",
+        epilog="patterns: " + "; ".join(f"{name}: {what}" for name, what in ABOUT.items()),
     )
     serving.add_argument("pattern", choices=sorted(PATTERNS), help="which handler to serve")
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")

@@ -1,12 +1,26 @@
 """Reference handlers for the patterns the lessons teach, written as a learner would write them.
 
-Each is a plain ``async def handler(websocket)``: serve it with
-``wspatterns.serve``, or with websockets directly.
+Each pattern is a function that takes the business logic, ``consume(message)``
+and/or ``produce()``, and returns a plain ``async def handler(websocket)``:
+serve it with :func:`wspatterns.serve`, or with websockets directly. A
+learner's own handler can stand wherever one of these does.
+
+    server = await serve(consumer(print_message))
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Data
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+Consume = Callable[[Data], Awaitable[None]]
+Produce = Callable[[], Awaitable[Data]]
 
 
 async def echo(websocket: ServerConnection) -> None:
@@ -15,7 +29,107 @@ async def echo(websocket: ServerConnection) -> None:
         await websocket.send(message)
 
 
+def consumer(consume: Consume) -> Handler:
+    """A handler that awaits ``consume(message)`` for each message, until the client leaves."""
+
+    async def consumer_handler(websocket: ServerConnection) -> None:
+        # The loop ends when the client closes the connection.
+        async for message in websocket:
+            await consume(message)
+
+    return consumer_handler
+
+
+def producer(produce: Produce) -> Handler:
+    """A handler that sends whatever ``produce()`` returns, until the client leaves."""
+
+    async def producer_handler(websocket: ServerConnection) -> None:
+        while True:
+            message = await produce()
+            try:
+                await websocket.send(message)
+            except ConnectionClosed:  # the client left: nobody to produce for
+                break
+
+    return producer_handler
+
+
+def consumer_and_producer(consume: Consume, produce: Produce) -> Handler:
+    """A handler that consumes and produces at once, and stops both when either ends."""
+    consumer_handler, producer_handler = consumer(consume), producer(produce)
+
+    async def handler(websocket: ServerConnection) -> None:
+        consuming = asyncio.create_task(consumer_handler(websocket))
+        producing = asyncio.create_task(producer_handler(websocket))
+        # When one side finishes (usually: the client left), cancel the other,
+        # which asyncio.gather would leave running.
+        done, pending = await asyncio.wait(
+            [consuming, producing], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    return handler
+
+
+def workers(consume: Consume, count: int = 4) -> Handler:
+    """A handler that queues messages for ``count`` workers running ``consume`` side by side.
+
+    When the client leaves, the workers finish what is queued, then stop.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1 worker; got {count}.")
+
+    async def workers_handler(websocket: ServerConnection) -> None:
+        queue: asyncio.Queue[Data] = asyncio.Queue()
+
+        async def worker() -> None:
+            while True:
+                message = await queue.get()
+                try:
+                    await consume(message)
+                finally:
+                    queue.task_done()
+
+        async with asyncio.TaskGroup() as group:
+            team = [group.create_task(worker()) for _ in range(count)]
+            try:
+                async for message in websocket:
+                    queue.put_nowait(message)
+                await queue.join()  # the client left: finish what it sent
+            finally:
+                for task in team:
+                    task.cancel()
+
+    return workers_handler
+
+
+# Business logic for running the patterns from a terminal.
+
+
+async def show(message: Data) -> None:
+    """Print a message as it arrives."""
+    print(f"received {message!r}", flush=True)
+
+
+async def show_slowly(message: Data) -> None:
+    """Take a second over each message, then print it."""
+    await asyncio.sleep(1)
+    await show(message)
+
+
+async def tick() -> str:
+    """Wait a second, then tell the time."""
+    await asyncio.sleep(1)
+    return time.strftime("%H:%M:%S")
+
+
 #: The handlers ``python -m wspatterns serve NAME`` can run, by name.
-PATTERNS = {
+PATTERNS: dict[str, Handler] = {
     "echo": echo,
+    "consumer": consumer(show),
+    "producer": producer(tick),
+    "consumer-producer": consumer_and_producer(show, tick),
+    "workers": workers(show_slowly),
 }

@@ -160,8 +160,12 @@ class Server:
         closed; one that does not is cancelled, and that is reported in
         ``errors``. Stopping twice does nothing.
         """
-        if self._mark_stopped("you stopped it with stop(); serve it again to restart it"):
-            await _await_on_loop(self._loop, self._shutdown(timeout), timeout * 3)
+        await self._stop("you stopped it with stop(); serve it again to restart it", timeout)
+
+    async def _stop(self, why: str, grace: float) -> None:
+        """Stop once, from any loop, saying ``why`` to whoever uses this handle later."""
+        if self._mark_stopped(why):
+            await _await_on_loop(self._loop, self._shutdown(grace), grace * 3, self)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -774,12 +778,11 @@ async def _retire(name: str, why: str) -> None:
     """Stop the server called ``name``, if any, from async code."""
     with _registry_lock:
         old = _servers.get(name)
-    if old is None or not old._mark_stopped(why):
-        return
     if isinstance(old, ThreadServer):
-        await asyncio.to_thread(old._stop_thread, STOP_GRACE)
-    else:
-        await _await_on_loop(old._loop, old._shutdown(STOP_GRACE), STOP_GRACE * 3, old)
+        if old._mark_stopped(why):
+            await asyncio.to_thread(old._stop_thread, STOP_GRACE)
+    elif old is not None:
+        await old._stop(why, STOP_GRACE)
 
 
 def _retire_blocking(name: str, why: str) -> None:

@@ -5,8 +5,8 @@
 * how long flow.sequence() takes on a full flow of 100,000 events;
 * for scale, the same memory measured for plain tuples of the same fields.
 
-Events are recorded through the kit's real recording hooks, on connections
-without a network, so that nothing but the recorder is measured.
+Events are recorded through the kit's real recorders (the extension every kit
+connection puts first), without a network, so that nothing but the recorder is measured.
 
     python benchmarks/memory.py [--events 100000]
 """
@@ -21,38 +21,22 @@ import psutil
 from websockets.frames import Frame, Opcode
 
 from wspatterns import Flow
-from wspatterns.flow import Recording
-
-
-class _Protocol:
-    def send_frame(self, frame):
-        pass
-
-    def events_received(self):
-        return self.pending
-
-
-class _End(Recording):
-    """One end of a connection, without the connection."""
-
-    def __init__(self, flow: Flow, connection: int, client: str, at: str) -> None:
-        self.protocol = _Protocol()
-        self.start_recording(flow, connection, "server", client, at)
 
 
 def fill(flow: Flow, events: int, connections: int = 10) -> None:
     """Record ``events`` message events: each message sent by one end, received by the other."""
-    ends = []
-    for number in range(1, connections + 1):
-        client = _End(flow, number, f"client-{number}", "client")
-        server = _End(flow, number, f"client-{number}", "server")
-        ends.append((client, server))
+    ends = [
+        (
+            flow.end(number, "server", f"client-{number}", "client"),
+            flow.end(number, "server", f"client-{number}", "server"),
+        )
+        for number in range(1, connections + 1)
+    ]
     for number in range(events // 2):
         client, server = ends[number % connections]
         frame = Frame(Opcode.TEXT, f"message {number:>10} {'.' * 40}".encode())  # 63 B
-        client.protocol.send_frame(frame)
-        server.protocol.pending = [frame]
-        server.protocol.events_received()
+        client.encode(frame)
+        server.decode(frame)
 
 
 def bytes_per_event(events: int) -> float:

@@ -230,10 +230,8 @@ def _record(number: int) -> tuple:
 
 
 def _totals(count: int):
-    from wspatterns.flow import Totals
-
-    totals = Totals((1, "server", "client-1", "client"))
-    totals.sent[0] = count
+    totals = Flow().end(1, "server", "client-1", "client")
+    totals.sent = count
     return totals
 
 

@@ -6,10 +6,11 @@ record into one; a learner reads it back through the views (``flow.sequence()``
 and friends, drawn by :mod:`wspatterns.views`).
 
 Recording happens where websockets turns messages into frames: every frame
-sent goes through ``protocol.send_frame`` and every frame received reaches
-``connection.process_event``. Catching both there records ``send()``,
-``recv()``, ``async for`` and ``broadcast()`` alike, which writes frames
-without calling ``send()``.
+sent or received passes through the connection's extensions, and a
+:class:`Recorder` is one, placed first. That records ``send()``, ``recv()``,
+``async for`` and ``broadcast()`` alike (which writes frames without calling
+``send()``), and costs the connection nothing else: no method of websockets
+is replaced.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from websockets.extensions import Extension
 from websockets.frames import Close, Frame, Opcode
+from websockets.typing import ExtensionName
 
 if TYPE_CHECKING:
     import pandas
@@ -77,7 +80,7 @@ class Flow:
         # Raw records, appended on the hot path; flow.events turns them into Events.
         self._records: deque[tuple] = deque(maxlen=cap)
         self._connections = itertools.count(1)
-        self._ends: list[Totals] = []
+        self._ends: list[Recorder] = []
 
     @property
     def events(self) -> list[Event]:
@@ -108,8 +111,8 @@ class Flow:
         return self.recorded - len(self._records)
 
     @property
-    def totals(self) -> list[Totals]:
-        """Exact counts for each end of each connection, whatever was dropped."""
+    def totals(self) -> list[Recorder]:
+        """Each end of each connection, with exact counts whatever was dropped."""
         return list(self._ends)
 
     def __len__(self) -> int:
@@ -127,11 +130,11 @@ class Flow:
     def new_connection(self) -> int:
         return next(self._connections)
 
-    def end(self, connection: int, server: str, client: str, at: str) -> Totals:
-        """Start recording one end of a connection; returns its running totals."""
-        totals = Totals((connection, server, client, at))
-        self._ends.append(totals)
-        return totals
+    def end(self, connection: int, server: str, client: str, at: str) -> Recorder:
+        """A recorder for one end (``at``) of a connection, recording into this flow."""
+        recorder = Recorder(self, (connection, server, client, at))
+        self._ends.append(recorder)
+        return recorder
 
     def __repr__(self) -> str:
         connections = len({end.who[0] for end in self._ends})
@@ -171,151 +174,168 @@ class Flow:
         return views.live(self, **options)
 
 
-_DATA = {Opcode.TEXT: "text", Opcode.BINARY: "binary"}  # for the slow path only
+class Recorder(Extension):
+    """One end of one connection, recording the frames it sends and receives into a flow.
 
-
-class Totals:
-    """Running counts of messages for one end of one connection, exact past the cap.
-
-    (Bytes are not counted here: adding them up on every message would cost
-    more than it tells; the views add up the bytes of the events kept.)
+    websockets passes every frame through a connection's extensions, on the
+    way out (``encode``) and on the way in (``decode``); the kit puts a
+    recorder first among them once the opening handshake succeeds, so it sees
+    messages before compression and after decompression, including those that
+    ``broadcast()`` writes without calling ``send()``. It changes no frame.
+    Its counts (``sent``, ``received``, ``others``) stay exact past the cap.
     """
 
-    __slots__ = ("who", "sent", "received", "others")
+    name = ExtensionName("x-wspatterns-recorder")  # never negotiated: the kit adds it itself
 
-    def __init__(self, who: tuple[int, str, str, str]) -> None:
+    __slots__ = (
+        "flow", "who", "sent", "received", "others", "partial", "installed",
+        "_append", "_us", "_them", "_out", "_in",
+    )  # fmt: skip
+
+    def __init__(self, flow: Flow, who: tuple[int, str, str, str]) -> None:
+        self.flow = flow
         self.who = who  # (connection, server, client, at)
         self.reset()
+        self.installed = False
+        self._append = flow._records.append
+        us, them = ("server", "client") if who[3] == "server" else ("client", "server")
+        self._us, self._them = us, them
+        # What every record of a whole message says but its time, size, head and index,
+        # looked up by "is it text?": records share these tuples instead of building their own.
+        self._out = (("message", who, us, "binary"), ("message", who, us, "text"))
+        self._in = (("message", who, them, "binary"), ("message", who, them, "text"))
 
     def reset(self) -> None:
-        self.sent = [0]  # messages sent by this end
-        self.received = [0]  # messages received by this end
+        self.sent = 0  # messages sent by this end
+        self.received = 0  # messages received by this end
         self.others = 0  # events that are not messages: open, close, end, error
+        self.partial: dict[str, list[Any]] = {}  # a fragmented message under way, by sender
 
     @property
     def events(self) -> int:
-        return self.sent[0] + self.received[0] + self.others
+        """How many events this end recorded, kept or not."""
+        return self.sent + self.received + self.others
 
-    def __repr__(self) -> str:
-        connection, server, client, at = self.who
-        return (
-            f"<Totals {client}↔{server} at {at}: sent {self.sent[0]}, received {self.received[0]}>"
-        )
+    def install(self, protocol: Any) -> None:
+        """Record ``protocol``'s frames from now on; call it once its handshake succeeded."""
+        protocol.extensions = [self, *protocol.extensions]
+        self.installed = True
 
+    # The two hooks keep the common case (a whole text or binary message) short:
+    # one tuple appended, everything else left for the views to work out.
 
-class Recording:
-    """Mixed into a websockets connection: records its frames into a :class:`Flow`.
+    def encode(self, frame: Frame) -> Frame:
+        opcode = frame.opcode
+        if frame.fin and (opcode is _TEXT or opcode is _BINARY):
+            data = frame.data
+            index = self.sent
+            self.sent = index + 1
+            head = data[:HEAD]  # the same object when the message is short
+            if type(head) is not bytes:
+                head = bytes(head)
+            self._append((_clock(), self._out[opcode is _TEXT], len(data), head, index))
+        else:
+            self._saw(frame, self._us)
+        return frame
 
-    :meth:`start_recording` hooks the two places every frame passes: the
-    protocol's ``send_frame`` (out) and ``events_received`` (in). Recording a
-    message then costs one tuple appended to a deque; turning records into
-    events waits until a view asks.
-    """
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        opcode = frame.opcode
+        if frame.fin and (opcode is _TEXT or opcode is _BINARY):
+            data = frame.data
+            index = self.received
+            self.received = index + 1
+            head = data[:HEAD]
+            if type(head) is not bytes:
+                head = bytes(head)
+            self._append((_clock(), self._in[opcode is _TEXT], len(data), head, index))
+        else:
+            self._saw(frame, self._them)
+        return frame
 
-    flow: Flow | None = None
+    # Everything but whole messages: rarer, so written for reading, not for speed.
 
-    def start_recording(self, flow: Flow, connection: int, server: str, client: str, at: str):
-        self.flow = flow
-        self._totals = totals = flow.end(connection, server, client, at)
-        self._who = who = totals.who
-        self._us, self._them = us, them = (
-            ("server", "client") if at == "server" else ("client", "server")
-        )
-        self._partial: dict[str, list[Any]] = {}  # a fragmented message, by sender
-        self._opened = False
-        self._append = append = flow._records.append
-        sent, received = totals.sent, totals.received
-        protocol = self.protocol
-        send_frame, events_received = protocol.send_frame, protocol.events_received
-        clock, frame_type, saw = time.monotonic_ns, Frame, self._saw
-        text, binary = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enums is slow
-        # What every record of a whole message says but its time, size, head and index.
-        out_text, out_binary, in_text, in_binary = (
-            ("message", who, sender, kind) for sender in (us, them) for kind in ("text", "binary")
-        )
-
-        # Both hooks keep the common case (a whole text or binary message) short:
-        # one tuple appended, everything else left for the views to work out.
-
-        def recording_send_frame(frame: Frame) -> None:
-            send_frame(frame)
-            opcode = frame.opcode
-            if frame.fin and (opcode is text or opcode is binary):
-                data = frame.data
-                index = sent[0]
-                sent[0] = index + 1
-                meta = out_text if opcode is text else out_binary
-                append((clock(), meta, len(data), bytes(data[:HEAD]), index))
-            else:
-                saw(frame, us)
-
-        def recording_events_received() -> list:
-            events = events_received()
-            for event in events:
-                if type(event) is frame_type:
-                    opcode = event.opcode
-                    if event.fin and (opcode is text or opcode is binary):
-                        data = event.data
-                        index = received[0]
-                        received[0] = index + 1
-                        meta = in_text if opcode is text else in_binary
-                        append((clock(), meta, len(data), bytes(data[:HEAD]), index))
-                    else:
-                        saw(event, them)
-                elif getattr(event, "status_code", None) == 101:  # a client's handshake succeeded
-                    self.record_open(self.request.path)
-            return events
-
-        protocol.send_frame = recording_send_frame
-        protocol.events_received = recording_events_received
-
-    def _add(self, kind: str, sender: str | None = None, code=None, detail="") -> None:
-        self._totals.others += 1
-        self._append((time.monotonic_ns(), (kind, self._who, sender, None), code, detail))
-
-    def record_open(self, path: str) -> None:
-        if self.flow is not None and not self._opened:
-            self._opened = True
-            self._add("open", detail=path)
-
-    def record_error(self, exc: BaseException) -> None:
-        if self.flow is not None:
-            self._add("error", self._us, detail=f"{type(exc).__name__}: {exc}")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.flow is not None and self._opened:
-            protocol = self.protocol
-            if protocol.close_rcvd_then_sent is None:
-                first = None  # no closing handshake: the connection was lost
-            else:
-                first = self._them if protocol.close_rcvd_then_sent else self._us
-            self._add("end", first, code=protocol.close_code, detail=protocol.close_reason or "")
+    def add(self, kind: str, sender: str | None = None, code=None, detail="") -> None:
+        """Record an event that is not a message: open, close, end or error."""
+        self.others += 1
+        self._append((_clock(), (kind, self.who, sender, None), code, detail))
 
     def _saw(self, frame: Frame, sender: str) -> None:
-        """Record what the hooks' short path does not: fragments and close frames."""
+        """Record fragments (as one message, once whole) and close frames."""
         opcode = frame.opcode
         if opcode is Opcode.CONT:
-            partial = self._partial.get(sender)
+            partial = self.partial.get(sender)
             if partial is None:
                 return
             partial[1] += len(frame.data)
             if len(partial[2]) < HEAD:
                 partial[2] += bytes(frame.data[: HEAD - len(partial[2])])
             if frame.fin:
-                del self._partial[sender]
+                del self.partial[sender]
                 self._message(sender, *partial)
-        elif opcode in (Opcode.TEXT, Opcode.BINARY):
-            self._partial[sender] = [_DATA[opcode], len(frame.data), bytes(frame.data[:HEAD])]
+        elif opcode is _TEXT or opcode is _BINARY:
+            kind = "text" if opcode is _TEXT else "binary"
+            self.partial[sender] = [kind, len(frame.data), bytes(frame.data[:HEAD])]
         elif opcode is Opcode.CLOSE:
             try:
                 close = Close.parse(frame.data)
             except Exception:  # a malformed close frame is still worth showing
                 close = Close(1002, "malformed close frame")
-            self._add("close", sender, code=close.code, detail=close.reason)
+            self.add("close", sender, code=close.code, detail=close.reason)
 
     def _message(self, sender: str, kind: str, size: int, head: bytes) -> None:
-        counts = self._totals.sent if sender == self._us else self._totals.received
-        index = counts[0]
-        counts[0] = index + 1
-        self._append((time.monotonic_ns(), ("message", self._who, sender, kind), size, head, index))
+        if sender == self._us:
+            index = self.sent
+            self.sent += 1
+        else:
+            index = self.received
+            self.received += 1
+        self._append((_clock(), ("message", self.who, sender, kind), size, head, index))
+
+    def __repr__(self) -> str:
+        connection, server, client, at = self.who
+        return f"<Recorder {client}↔{server} at {at}: sent {self.sent}, received {self.received}>"
+
+
+_TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enums is slow
+_clock = time.monotonic_ns
+
+
+class Recording:
+    """Mixed into a websockets connection: what it records, and the events only it sees.
+
+    The connection calls :meth:`start_recording` when it knows its names,
+    then installs ``self.recorder`` on its protocol once the handshake
+    succeeds (see :meth:`Recorder.install`); :meth:`record_open`,
+    :meth:`record_error` and the end of the connection are recorded here.
+    """
+
+    recorder: Recorder | None = None
+
+    @property
+    def flow(self) -> Flow | None:
+        return None if self.recorder is None else self.recorder.flow
+
+    def start_recording(self, flow: Flow, connection: int, server: str, client: str, at: str):
+        self.recorder = flow.end(connection, server, client, at)
+
+    def record_open(self, path: str) -> None:
+        """The handshake succeeded: record the opening, and every frame from now on."""
+        recorder = self.recorder
+        if recorder is not None and not recorder.installed:
+            recorder.add("open", detail=path)
+            recorder.install(self.protocol)
+
+    def record_error(self, exc: BaseException) -> None:
+        if self.recorder is not None:
+            self.recorder.add("error", self.recorder._us, detail=f"{type(exc).__name__}: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        recorder = self.recorder
+        if recorder is not None and recorder.installed:
+            protocol = self.protocol
+            if protocol.close_rcvd_then_sent is None:
+                first = None  # no closing handshake: the connection was lost
+            else:
+                first = recorder._them if protocol.close_rcvd_then_sent else recorder._us
+            recorder.add("end", first, code=protocol.close_code, detail=protocol.close_reason or "")

@@ -36,7 +36,6 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, InvalidURI
-from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -76,17 +75,18 @@ class _ServerConnection(Recording, ServerConnection):
     def __init__(self, *args: Any, kit: Server, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kit = kit
-        events_received = self.protocol.events_received
+        # The handshake response is the moment to start: the request names the
+        # client, and frames flow right after. The wrapper removes itself.
+        self.protocol.send_response = self._send_response
 
-        def first_events() -> list:  # the opening handshake's request names the client
-            events = events_received()
-            if events:  # (a request split over several packets arrives in the last one)
-                self.protocol.events_received = events_received
-                if isinstance(events[0], Request):
-                    self._start_recording(events[0])
-            return events
-
-        self.protocol.events_received = first_events
+    def _send_response(self, response: Any) -> None:
+        protocol, request = self.protocol, self.request
+        del protocol.send_response
+        if request is not None:
+            self._start_recording(request)
+        protocol.send_response(response)
+        if request is not None and response.status_code == 101:
+            self.record_open(request.path)
 
     def _start_recording(self, request: Any) -> None:
         kit = self.kit
@@ -95,14 +95,6 @@ class _ServerConnection(Recording, ServerConnection):
         same_flow = token == kit.flow.token and number.isdigit()
         connection = int(number) if same_flow else kit.flow.new_connection()
         self.start_recording(kit.flow, connection, kit.name, self.name, "server")
-        send_response = self.protocol.send_response
-
-        def send_response_and_record(response: Any) -> None:
-            send_response(response)
-            if response.status_code == 101:
-                self.record_open(request.path)
-
-        self.protocol.send_response = send_response_and_record
 
     def __repr__(self) -> str:
         return f"<ServerConnection {self.name!r} {self.state.name}>"
@@ -424,6 +416,14 @@ class Client(Recording, ClientConnection):
     _watched: asyncio.Future | None = None
     _since = 0.0
 
+    def _process_response(self, response: Any) -> None:
+        # Frames may follow the handshake response in the same packet: recording
+        # starts here, between the two, and the wrapper removes itself.
+        protocol = self.protocol
+        del protocol.process_response
+        protocol.process_response(response)  # raises if the server refused
+        self.record_open(self.request.path)
+
     def start_watchdog(self) -> None:
         """Check a few times per ``timeout`` whether a recv() has waited too long.
 
@@ -442,7 +442,7 @@ class Client(Recording, ClientConnection):
             self._watched = None
         elif waiter is not self._watched:
             self._watched, self._since = waiter, now
-        elif now - self._since >= self.timeout and not getattr(self, "_partial", None):
+        elif now - self._since >= self.timeout and not (self.recorder and self.recorder.partial):
             # (Mid-way through a fragmented message it waits on: the keepalive
             # ping closes a connection whose peer has gone silent.)
             waiter.set_exception(
@@ -516,6 +516,7 @@ class connect:
     def _new_client(self, connection: int, *args: Any, **kwargs: Any) -> Client:
         client = Client(*args, **kwargs)
         client.start_recording(self.flow, connection, self._server_name, self.name, "client")
+        client.protocol.process_response = client._process_response
         return client
 
     async def _open(self) -> Client:

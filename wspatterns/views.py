@@ -367,8 +367,8 @@ def stats(flow: Flow):
         connection, server, client, at = totals.who
         names[connection] = (client, server)
         other = "client" if at == "server" else "server"
-        counts[connection, at, at] = totals.sent[0]
-        counts[connection, at, other] = totals.received[0]
+        counts[connection, at, at] = totals.sent
+        counts[connection, at, other] = totals.received
     sizes: dict[tuple[int, str, str], int] = {}
     first: dict[int, int] = {}
     last: dict[int, int] = {}
@@ -568,10 +568,10 @@ class LiveView:
             connection, server, client, at = totals.who
             row = rows.setdefault(connection, [client, 0, 0, 0])
             if at == "server":
-                row[1] = totals.received[0]
-                row[2] = totals.sent[0]
+                row[1] = totals.received
+                row[2] = totals.sent
             elif not row[1] and not row[2]:
-                row[1], row[2] = totals.sent[0], totals.received[0]
+                row[1], row[2] = totals.sent, totals.received
             row[3] += totals.events
         return [tuple(row) for row in rows.values()]
 

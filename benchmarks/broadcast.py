@@ -1,14 +1,16 @@
 """Broadcast deliveries per second to 1000 clients: a recording kit server against plain websockets.
 
 This process runs two servers, one plain websockets and one from the kit
-(recording every frame), and a second process holds 1000 clients on each, as
-upstream's experiments/broadcast does. The script times broadcast() to all of
-them in short turns that alternate between the servers (and, as a control,
-the plain server a second time in each turn), counting CPU time of this
-process. For every turn it divides each rate by plain websockets' rate in
-that turn, and prints the median of those ratios (goal: >= 0.95) beside the
-median rates: turn by turn, because on a shared machine the cost of a socket
-write drifts over seconds by far more than the recorder costs.
+(recording every frame), and a second process holds 1000 clients on each
+(one process for both, so that neither server's clients are scheduled
+better than the other's), as upstream's experiments/broadcast does. The
+script times broadcast() to all of them in short turns that alternate
+between the servers (and, as a control, the plain server a second time in
+each turn), counting CPU time of this process. For every turn it divides
+each rate by plain websockets' rate in that turn, and prints the median of
+those ratios (goal: >= 0.95) beside the median rates: turn by turn, because
+on a shared machine the cost of a socket write drifts over seconds by far
+more than the recorder costs.
 
     python benchmarks/broadcast.py [--clients 1000] [--broadcasts 10] [--turns 60]
 """
@@ -38,19 +40,22 @@ def raise_file_limit() -> None:
 # The clients' process
 
 
-async def hold_clients(url: str, count: int) -> None:
-    """Open ``count`` clients to ``url``, say so, and read until the server closes them."""
+async def hold_clients(urls: list[str], count: int) -> None:
+    """Open ``count`` clients to each of ``urls``, say so, and read until the servers close them."""
+    total = count * len(urls)
 
-    async def client(ready: asyncio.Event, opened: list) -> None:
+    async def client(url: str, ready: asyncio.Event, opened: list) -> None:
         async with plain_connect(url, proxy=None, open_timeout=60) as websocket:
             opened.append(websocket)
-            if len(opened) == count:
+            if len(opened) == total:
                 ready.set()
             async for _ in websocket:
                 pass
 
     ready, opened = asyncio.Event(), []
-    clients = [asyncio.create_task(client(ready, opened)) for _ in range(count)]
+    clients = [
+        asyncio.create_task(client(url, ready, opened)) for _ in range(count) for url in urls
+    ]
     await asyncio.wait_for(ready.wait(), 120)
     print("ready", flush=True)
     await asyncio.gather(*clients, return_exceptions=True)
@@ -70,9 +75,9 @@ def room_handler(room: set):
     return register
 
 
-async def start_clients(url: str, count: int) -> asyncio.subprocess.Process:
+async def start_clients(urls: list[str], count: int) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--hold", url, "--clients", str(count),
+        sys.executable, __file__, "--clients", str(count), "--hold", *urls,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     line = await asyncio.wait_for(process.stdout.readline(), 180)
@@ -95,8 +100,7 @@ async def main(clients: int, broadcasts: int, turns: int) -> None:
         plain_url = f"ws://127.0.0.1:{plain_server.sockets[0].getsockname()[1]}/"
         processes = []
         try:
-            for url in (plain_url, kit_server.url):
-                processes.append(await start_clients(url, clients))
+            processes.append(await start_clients([plain_url, kit_server.url], clients))
             while len(plain_room) < clients or len(kit_room) < clients:
                 await asyncio.sleep(0.05)
             rooms = {
@@ -134,12 +138,13 @@ async def main(clients: int, broadcasts: int, turns: int) -> None:
     )
     print(f"the kit's flow recorded {flow.recorded:,} events, kept {len(flow):,}")
 
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--broadcasts", type=int, default=10)
     parser.add_argument("--turns", type=int, default=60)
-    parser.add_argument("--hold", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--hold", metavar="URL", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_file_limit()
     if args.hold:

@@ -93,6 +93,7 @@ async def main(batch: int, turns: int) -> None:
         )
     print(f"(best of {turns} turns of {batch} round trips on each connection; goal: ratio >= 0.95)")
 
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=50)

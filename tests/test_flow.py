@@ -1,4 +1,6 @@
 import asyncio
+import base64
+import hashlib
 
 import pytest
 from websockets.asyncio.client import connect as raw_connect
@@ -61,6 +63,68 @@ async def test_fragmented_messages_are_recorded_once_whole():
         assert await websocket.recv() == "fragment"
     sizes = [e.size for e in server.flow.events if e.kind == "message"]
     assert sizes == [8, 8, 8, 8]
+
+
+async def test_messages_are_recorded_uncompressed_at_both_ends():
+    server = await serve(echo)  # websockets compresses by default (permessage-deflate)
+    async with connect(server) as websocket:
+        await websocket.send("x" * 1000)  # compresses to a few bytes
+        await websocket.recv()
+        [recorder, deflate] = websocket.protocol.extensions
+        assert recorder is websocket.recorder and type(deflate).__name__ == "PerMessageDeflate"
+    sizes = [(e.at, e.sender, e.size) for e in server.flow.events if e.kind == "message"]
+    assert sorted(sizes) == [
+        ("client", "client", 1000), ("client", "server", 1000),
+        ("server", "client", 1000), ("server", "server", 1000),
+    ]  # fmt: skip
+
+
+async def test_recording_replaces_no_method_of_websockets():
+    # Methods replaced on a protocol object slowed every frame websockets handled;
+    # the handshake hooks must remove themselves once the connection is open.
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send("hello")
+        await websocket.recv()
+        [connection] = server.connections
+        for protocol in (websocket.protocol, connection.protocol):
+            cls = type(protocol)
+            assert [name for name in vars(protocol) if callable(getattr(cls, name, 0))] == []
+
+
+async def test_frames_in_the_same_packet_as_the_handshake_response_are_recorded():
+    # A hand-written server answers the handshake and sends a message in one write,
+    # so the client parses both from a single read.
+    async def answer(reader, writer):
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"\x81\x05early"  # a text frame, "early", right behind the response
+        )
+        await writer.drain()
+        await reader.read()  # until the client leaves
+        writer.close()
+
+    tcp = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        flow = Flow()
+        url = f"ws://127.0.0.1:{tcp.sockets[0].getsockname()[1]}/"
+        async with connect(url, flow=flow, compression=None) as websocket:
+            assert await websocket.recv() == "early"
+        received = [(e.kind, e.sender, e.head) for e in flow.events if e.kind != "close"]
+        assert received[:2] == [("open", None, b""), ("message", "server", b"early")]
+    finally:
+        tcp.close()
+
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's fixed key suffix
 
 
 async def test_broadcast_frames_are_recorded():

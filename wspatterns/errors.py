@@ -100,7 +100,8 @@ _LIBRARY_DIRS = tuple(
 )
 
 
-def _is_yours(filename: str) -> bool:
+def is_yours(filename: str) -> bool:
+    """True for code you wrote (a notebook cell, a file of yours); False for kit and libraries."""
     if filename.startswith("<"):
         return True
     path = os.path.abspath(filename)
@@ -109,7 +110,7 @@ def _is_yours(filename: str) -> bool:
 
 def _your_frames(exc: BaseException) -> list[traceback.FrameSummary]:
     frames = traceback.extract_tb(exc.__traceback__)
-    return [frame for frame in frames if _is_yours(frame.filename)]
+    return [frame for frame in frames if is_yours(frame.filename)]
 
 
 def _place(filename: str) -> str:

@@ -69,6 +69,8 @@ def consumer_and_producer(consume: Consume, produce: Produce) -> Handler:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # an error in consume() or produce() reaches the server, not a log
 
     return handler
 

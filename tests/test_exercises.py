@@ -1,0 +1,313 @@
+"""The checkers pass the solutions beside the lessons and fail wrong answers, saying why."""
+
+import asyncio
+import importlib.util
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from wspatterns import exercises
+
+SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions"
+
+
+def solution(name):
+    """The function a solution file defines, loaded as %load would run it."""
+    path = next(SOLUTIONS.glob(f"*_{name}.py"))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def fails(report, *phrases):
+    """True if the report failed, and its failures say each of ``phrases``."""
+    text = "\n".join(report.failures)
+    return not report and all(phrase in text for phrase in phrases)
+
+
+# Lesson 01: bye_consumer
+
+
+def guide_consumer(consume):  # the guide's consumer: never stops at "bye"
+    async def handler(websocket):
+        async for message in websocket:
+            await consume(message)
+
+    return handler
+
+
+def consumes_bye_too(consume):
+    async def handler(websocket):
+        async for message in websocket:
+            await consume(message)
+            if message == "bye":
+                break
+
+    return handler
+
+
+def task_per_message(consume):
+    async def handler(websocket):
+        async for message in websocket:
+            if message == "bye":
+                break
+            asyncio.create_task(consume(message))  # noqa: RUF006 - the mistake under test
+
+    return handler
+
+
+def forgets_await(consume):
+    async def handler(websocket):
+        async for message in websocket:
+            if message == "bye":
+                break
+            consume(message)
+
+    return handler
+
+
+def not_a_factory(websocket):  # the handler itself, not the function that builds it
+    return None
+
+
+async def a_handler(websocket):
+    pass
+
+
+async def test_check_consumer_passes_the_solution():
+    report = await exercises.check_consumer(solution("bye_consumer"))
+    assert report, report
+
+
+@pytest.mark.parametrize(
+    "wrong, phrases",
+    [
+        (guide_consumer, ["it should get ['hello'] only", "still open 2 s after the client said"]),
+        (consumes_bye_too, ["consume() got ['hello', 'bye']"]),
+        (task_per_message, ["3 consume() calls ran at the same time"]),
+        (forgets_await, ["consume() got []", "called consume() 3 time(s) without awaiting"]),
+        (a_handler, ["a_handler is a handler (async def)"]),
+        (not_a_factory, ["it returned None. Did you forget `return handler`?"]),
+    ],
+)
+async def test_check_consumer_says_what_is_wrong(wrong, phrases):
+    report = await exercises.check_consumer(wrong)
+    assert fails(report, *phrases), report
+
+
+# Lesson 02: finite_producer
+
+
+def guide_producer(produce):  # the guide's older producer: sends None, lets ConnectionClosed out
+    async def handler(websocket):
+        while True:
+            message = await produce()
+            await websocket.send(message)
+
+    return handler
+
+
+def never_stops(produce):
+    async def handler(websocket):
+        while True:
+            message = await produce()
+            if message is None:
+                break
+            try:
+                await websocket.send(message)
+            except ConnectionClosed:
+                continue  # the mistake: keeps producing for nobody
+
+    return handler
+
+
+def ignores_none(produce):
+    async def handler(websocket):
+        while True:
+            message = await produce()
+            try:
+                await websocket.send(str(message))
+            except ConnectionClosed:
+                break
+
+    return handler
+
+
+async def test_check_producer_passes_the_solution():
+    report = await exercises.check_producer(solution("finite_producer"))
+    assert report, report
+
+
+@pytest.mark.parametrize(
+    "wrong, phrases",
+    [
+        (guide_producer, ["closed the connection with code 1011", "raised ConnectionClosedOK"]),
+        (never_stops, ["still running 1 s after the client left"]),
+        (ignores_none, ["The client received ['a', 'b', 'c', 'None'"]),
+    ],
+)
+async def test_check_producer_says_what_is_wrong(wrong, phrases):
+    report = await exercises.check_producer(wrong)
+    assert fails(report, *phrases), report
+
+
+# Lesson 03: consumer_and_producer
+
+
+def _halves(consume, produce):
+    async def consumer_handler(websocket):
+        async for message in websocket:
+            await consume(message)
+
+    async def producer_handler(websocket):
+        while (message := await produce()) is not None:
+            try:
+                await websocket.send(message)
+            except ConnectionClosed:
+                break
+
+    return consumer_handler, producer_handler
+
+
+def with_gather(consume, produce):  # the guide's first attempt: the survivor is never cancelled
+    consumer_handler, producer_handler = _halves(consume, produce)
+
+    async def handler(websocket):
+        await asyncio.gather(consumer_handler(websocket), producer_handler(websocket))
+
+    return handler
+
+
+def loses_errors(consume, produce):  # cancels the survivor, but never looks at the finished task
+    consumer_handler, producer_handler = _halves(consume, produce)
+
+    async def handler(websocket):
+        tasks = [
+            asyncio.create_task(consumer_handler(websocket)),
+            asyncio.create_task(producer_handler(websocket)),
+        ]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.exception()  # retrieved, so asyncio does not log it either: truly lost
+
+    return handler
+
+
+def one_after_the_other(consume, produce):
+    consumer_handler, producer_handler = _halves(consume, produce)
+
+    async def handler(websocket):
+        await consumer_handler(websocket)
+        await producer_handler(websocket)
+
+    return handler
+
+
+async def test_check_consumer_and_producer_passes_the_solution():
+    report = await exercises.check_consumer_and_producer(solution("consumer_and_producer"))
+    assert report, report
+
+
+@pytest.mark.parametrize(
+    "wrong, phrases",
+    [
+        (with_gather, ["still running 1 s after the client left", "task(s) your handler"]),
+        (loses_errors, ["the error was lost"]),
+        (one_after_the_other, ["run the consumer and the producer as two tasks"]),
+    ],
+)
+async def test_check_consumer_and_producer_says_what_is_wrong(wrong, phrases):
+    report = await exercises.check_consumer_and_producer(wrong)
+    assert fails(report, *phrases), report
+
+
+# Lesson 03b: dropping_workers
+
+
+def finishes_the_backlog(consume, count):  # the lesson's workers: right there, wrong here
+    from wspatterns.patterns import workers
+
+    return workers(consume, count)
+
+
+def cancels_at_once(consume, count):
+    async def handler(websocket):
+        queue = asyncio.Queue()
+
+        async def worker():
+            while True:
+                await consume(await queue.get())
+
+        team = [asyncio.create_task(worker()) for _ in range(count)]
+        try:
+            async for message in websocket:
+                queue.put_nowait(message)
+        finally:
+            for task in team:
+                task.cancel()
+
+    return handler
+
+
+def one_worker(consume, count):
+    async def handler(websocket):
+        async for message in websocket:
+            await consume(message)
+
+    return handler
+
+
+def leaves_workers(consume, count):
+    async def handler(websocket):
+        queue = asyncio.Queue()
+
+        async def worker():
+            while True:
+                await consume(await queue.get())
+
+        for _ in range(count):
+            asyncio.create_task(worker())  # noqa: RUF006 - the mistake under test
+        async for message in websocket:
+            queue.put_nowait(message)
+        while not queue.empty():
+            queue.get_nowait()
+
+    return handler
+
+
+async def test_check_workers_passes_the_solution():
+    report = await exercises.check_workers(solution("dropping_workers"))
+    assert report, report
+
+
+@pytest.mark.parametrize(
+    "wrong, phrases",
+    [
+        (finishes_the_backlog, ["7 queued message(s) were still consumed"]),
+        (cancels_at_once, ["3 message(s) were cut off"]),
+        (one_worker, ["At most 1 consume() call(s) ran at once"]),
+        (leaves_workers, ["3 task(s) your handler started still ran after the client left"]),
+    ],
+)
+async def test_check_workers_says_what_is_wrong(wrong, phrases):
+    report = await exercises.check_workers(wrong)
+    assert fails(report, *phrases), report
+
+
+# The report itself
+
+
+def test_a_report_with_no_lines_has_not_passed():
+    assert not exercises.Report("nothing")
+
+
+def test_a_report_shows_each_line_in_text_and_html():
+    report = exercises.Report("demo")
+    report.add(True, "right <here>")
+    report.add(False, "wrong there")
+    assert repr(report) == "demo: 1 of 2 checks failed.\n  ✔ right <here>\n  ✘ wrong there"
+    assert "right &lt;here&gt;" in report._repr_html_()

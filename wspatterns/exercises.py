@@ -1,0 +1,670 @@
+"""Exercises: a checker runs your handler against scripted clients and says what is right and wrong.
+
+Each pattern lesson ends with an exercise: you write a function that builds a
+handler from the business logic it is given, the way the reference patterns
+do, for example ``bye_consumer(consume)``. The checker passes in its own
+``consume`` or ``produce``, serves your handler, drives it with clients, watches
+what it does, and returns a :class:`Report`: one line per thing it checked, in
+plain words. Every wait is bounded, so a checker ends even when a handler hangs.
+
+    check_consumer(bye_consumer)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import html
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from .errors import is_yours
+from .runtime import Client, Server, connect, serve
+
+#: How long, in seconds, a handler may take to do what it should (end, close,
+#: consume) before the checker calls it late. Generous: the checker must not
+#: fail a right answer on a slow machine.
+GRACE = 1.0
+
+
+class Report:
+    """What a checker found: one line per check, each passed or failed.
+
+    ``bool(report)`` is True when every check passed; ``report.failures`` lists
+    what did not. In a notebook it shows as a list of ✔ and ✘ lines.
+    """
+
+    def __init__(self, exercise: str) -> None:
+        self.exercise = exercise
+        self.lines: list[tuple[bool, str]] = []
+
+    def add(self, ok: bool, text: str) -> bool:
+        self.lines.append((ok, text))
+        return ok
+
+    @property
+    def failures(self) -> list[str]:
+        return [text for ok, text in self.lines if not ok]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.lines) and not self.failures
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def headline(self) -> str:
+        if self.passed:
+            return f"{self.exercise}: all {len(self.lines)} checks passed."
+        return f"{self.exercise}: {len(self.failures)} of {len(self.lines)} checks failed."
+
+    def __repr__(self) -> str:
+        lines = [self.headline()]
+        lines += [f"  {'✔' if ok else '✘'} {text}" for ok, text in self.lines]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        colour = "#1a7f37" if self.passed else "#cf222e"
+        items = "".join(
+            f'<li style="list-style: none; color: {"#1a7f37" if ok else "#cf222e"}">'
+            f"{'✔' if ok else '✘'} {html.escape(text)}</li>"
+            for ok, text in self.lines
+        )
+        return (
+            f'<div><b style="color: {colour}">{html.escape(self.headline())}</b>'
+            f'<ul style="padding-left: 1em; margin: 0.3em 0">{items}</ul></div>'
+        )
+
+
+# The business logic a checker hands to your handler, watching how it is used.
+
+
+class _Logic:
+    """Business logic that counts its calls and keeps their coroutines until they finish."""
+
+    calls = 0
+    made: list[Coroutine] = []
+
+    def start_over(self) -> None:
+        _never_awaited(self)  # before forgetting them, so Python does not warn
+        self.calls = 0
+        self.made = []
+
+
+class Consume(_Logic):
+    """A ``consume(message)`` that notes what it was given, when, and how it was used.
+
+    ``delay`` makes each call take that long; a message in ``fail_on`` makes
+    the call raise ``ValueError``.
+    """
+
+    def __init__(self, delay: float = 0.0, fail_on: Iterable[str] = ()) -> None:
+        self.delay = delay
+        self.fail_on = set(fail_on)
+        self.start_over()
+        self.got: list[Any] = []  # the messages whose consume() ran, in the order it started
+        self.done: list[Any] = []  # ... and in the order it finished
+        self.running = 0
+        self.most = 0  # the most consume() calls that ran at once
+        self.cut = 0  # calls cancelled before they finished
+
+    reset = __init__  # a new scenario, on the object the handler already holds
+
+    def __call__(self, message: Any) -> Coroutine[Any, Any, None]:
+        return _made(self, self._run(message))
+
+    async def _run(self, message: Any) -> None:
+        self.got.append(message)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if message in self.fail_on:
+                raise ValueError(f"consume() cannot take {message!r}")
+            self.done.append(message)
+        except asyncio.CancelledError:
+            self.cut += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+class Produce(_Logic):
+    """A ``produce()`` that returns ``messages`` one by one, then what ``then`` says.
+
+    ``then`` is ``"wait"`` (wait for ever, as for news that never comes),
+    ``"count"`` (go on with ``tick 4``, ``tick 5``... every ``delay`` seconds)
+    or ``"none"`` (return None: nothing more to send).
+    """
+
+    def __init__(self, messages: Iterable[str] = (), then: str = "wait", delay: float = 0.0):
+        self.messages = list(messages)
+        self.then = then
+        self.delay = delay
+        self.start_over()
+
+    reset = __init__  # a new scenario, on the object the handler already holds
+
+    def __call__(self) -> Coroutine[Any, Any, str | None]:
+        return _made(self, self._run(self.calls + 1))
+
+    async def _run(self, call: int) -> str | None:
+        # Always give the loop a turn, as real news would: a handler that loops on
+        # produce() then cannot starve the checker's own clients.
+        await asyncio.sleep(self.delay)
+        if call <= len(self.messages):
+            return self.messages[call - 1]
+        if self.then == "none":
+            return None
+        if self.then == "count":
+            return f"tick {call}"
+        await asyncio.Event().wait()  # for ever, until cancelled
+        return None
+
+
+def _made(logic: _Logic, coroutine: Coroutine) -> Coroutine:
+    """Count a call, and keep its coroutine to tell later whether it was ever awaited."""
+    logic.calls += 1
+    logic.made.append(coroutine)
+    return coroutine
+
+
+def _never_awaited(logic: _Logic) -> int:
+    """How many calls were never awaited; closes them, so Python does not warn about it."""
+    idle = [made for made in logic.made if inspect.getcoroutinestate(made) == "CORO_CREATED"]
+    for made in idle:
+        made.close()
+    logic.made = [made for made in logic.made if made.cr_frame is not None]
+    return len(idle)
+
+
+# Serving a handler under watch.
+
+
+class Watch:
+    """Serves your handler and notes when and how each of its runs ended."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        self.error: BaseException | None = None
+        self.runs = 0
+
+    def wrap(self, handler: Callable[[Any], Awaitable[None]]):
+        @functools.wraps(handler)
+        async def watched(websocket: Any) -> None:
+            self.runs += 1
+            self.ended.clear()
+            try:
+                await handler(websocket)
+            except BaseException as exc:
+                self.error = exc
+                raise
+            finally:
+                self.ended.set()
+
+        return watched
+
+    async def end(self, seconds: float = GRACE) -> bool:
+        """Wait up to ``seconds`` for the handler to end; True if it did."""
+        return await _within(seconds, self.ended.wait())
+
+
+async def _within(seconds: float, awaitable: Awaitable[Any]) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await awaitable
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _until(condition: Callable[[], bool], seconds: float = GRACE) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass; what it says last."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def _build(report: Report, make: Any, *logic: Any) -> Callable[[Any], Awaitable[None]] | None:
+    """Call your function to get a handler; add a line saying what is wrong if it cannot."""
+    name = getattr(make, "__name__", repr(make))
+    args = ", ".join(type(part).__name__.lower() for part in logic if not isinstance(part, int))
+    if any(isinstance(part, int) for part in logic):
+        args += ", count"
+    if not callable(make):
+        report.add(False, f"Pass the function that builds your handler; got {make!r}.")
+        return None
+    if inspect.iscoroutinefunction(make):
+        report.add(
+            False,
+            f"{name} is a handler (async def); pass the function that builds one: "
+            f"`def {name}({args}):` defining `async def handler(websocket):` and returning it.",
+        )
+        return None
+    try:
+        handler = make(*logic)
+    except Exception as exc:
+        report.add(False, f"{name}({args}) raised {type(exc).__name__}: {exc}")
+        return None
+    if not inspect.iscoroutinefunction(handler):
+        hint = " Did you forget `return handler`?" if handler is None else ""
+        report.add(
+            False,
+            f"{name}({args}) should return an `async def handler(websocket)`; "
+            f"it returned {handler!r}.{hint}",
+        )
+        return None
+    return handler
+
+
+@contextlib.asynccontextmanager
+async def _serving(handler: Callable[[Any], Awaitable[None]], exercise: str, *logic: _Logic):
+    """Serve ``handler`` under watch; stop it, and cancel what it left behind, afterwards."""
+    watch = Watch()
+    server = await serve(watch.wrap(handler), name=f"check {exercise}")
+    server._quiet = True  # the report says what went wrong; no second account under the cell
+    try:
+        yield server, watch
+    finally:
+        await server.stop(timeout=GRACE / 2)
+        for part in logic:
+            _never_awaited(part)
+
+
+@contextlib.asynccontextmanager
+async def _client(server: Server):
+    client = await connect(server, name="checker", timeout=GRACE * 3)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _new_tasks(before: set[asyncio.Task]) -> list[asyncio.Task]:
+    """Tasks running your code that started after ``before`` was taken and still run."""
+    tasks = []
+    for task in asyncio.all_tasks() - before:
+        coro = task.get_coro()
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if not task.done() and code is not None and is_yours(code.co_filename):
+            tasks.append(task)
+    return tasks
+
+
+async def _check_nothing_left(report: Report, before: set[asyncio.Task], after: str) -> None:
+    await asyncio.sleep(0.05)  # let cancelled tasks finish cancelling
+    left = _new_tasks(before)
+    names = sorted(getattr(task.get_coro(), "__qualname__", "?").split(".")[-1] for task in left)
+    report.add(
+        not left,
+        f"Nothing your handler started was left running {after}."
+        if not left
+        else f"{len(left)} task(s) your handler started still ran {after}: "
+        f"{', '.join(names)}. Cancel them before the handler returns.",
+    )
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=GRACE)
+
+
+def _ended(report: Report, watch: Watch, ended: bool, when: str) -> bool:
+    """Add a line on how the handler ended: in time, and without raising."""
+    error = watch.error
+    if not ended:
+        return report.add(False, f"Your handler was still running {GRACE:g} s {when}.")
+    if error is not None:
+        hint = ""
+        if isinstance(error, ConnectionClosed):
+            hint = " Catch websockets.exceptions.ConnectionClosed around send() and return."
+        return report.add(
+            False, f"Your handler raised {type(error).__name__} {when}: {error}.{hint}"
+        )
+    return report.add(True, f"Your handler ended quietly {when}.")
+
+
+def _closed_by_server(client: Client) -> bool:
+    """True if the server started the closing handshake (it sent its close frame first)."""
+    protocol = client.protocol
+    return protocol.close_rcvd is not None and (
+        protocol.close_sent is None or protocol.close_rcvd_then_sent
+    )
+
+
+def _quote(messages: list[Any]) -> str:
+    return "[" + ", ".join(repr(message) for message in messages) + "]"
+
+
+def _not_awaited(consume: Consume) -> str:
+    missed = _never_awaited(consume)
+    if not missed:
+        return ""
+    return (
+        f" Your handler called consume() {missed} time(s) without awaiting it, so that "
+        "work never ran: write `await consume(message)`."
+    )
+
+
+# Lesson 01: the consumer.
+
+
+async def check_consumer(bye_consumer: Callable[[Any], Any]) -> Report:
+    """Check the exercise of lesson 01: a consumer that stops when the client says ``"bye"``.
+
+    ``bye_consumer(consume)`` must return a handler that awaits
+    ``consume(message)`` for each message, in order and one at a time, and ends
+    when the client leaves or sends ``"bye"`` (which it does not consume); then
+    the connection closes normally (code 1000).
+    """
+    report = Report("bye_consumer")
+    consume = Consume()
+    handler = _build(report, bye_consumer, consume)
+    if handler is None:
+        return report
+    async with _serving(handler, "consumer", consume) as (server, watch):
+        # 1. Every message, in order; 2. the end of the loop when the client leaves.
+        before = asyncio.all_tasks()
+        sent = ["one", "two", "three"]
+        async with _client(server) as client:
+            for message in sent:
+                await client.send(message)
+            await _until(lambda: len(consume.done) >= len(sent))
+        report.add(
+            consume.done == sent,
+            f"consume() got every message, in order: {_quote(sent)}."
+            if consume.done == sent
+            else f"consume() got {_quote(consume.done)}; the client sent {_quote(sent)}."
+            + _not_awaited(consume),
+        )
+        _ended(report, watch, await watch.end(), "after the client left")
+        await _check_nothing_left(report, before, "after the client left")
+
+        # 3. One message at a time: a slow consume() is waited for before the next.
+        consume.reset(delay=0.1)
+        async with _client(server) as client:
+            for message in ("a", "b", "c"):
+                await client.send(message)
+            await _until(lambda: len(consume.done) >= 3 or consume.calls > len(consume.got))
+        one_by_one = consume.most <= 1
+        report.add(
+            one_by_one,
+            "consume() ran one message at a time, each awaited before reading the next."
+            if one_by_one
+            else f"{consume.most} consume() calls ran at the same time: await each one "
+            "before reading the next message (a task per message loses the order, and "
+            "the backpressure that keeps a fast client from flooding the server).",
+        )
+        await watch.end()
+
+        # 4. "bye": not consumed; the handler returns and the connection closes normally.
+        consume.reset()
+        async with _client(server) as client:
+            await client.send("hello")
+            await client.send("bye")
+            with contextlib.suppress(ConnectionClosed):
+                await client.send("after")
+            closed = await _within(GRACE * 2, client.wait_closed(timeout=None))
+            by_server, code = _closed_by_server(client), client.close_code
+        await _until(lambda: len(consume.done) >= 1)
+        report.add(
+            consume.done == ["hello"],
+            "consume() got what came before 'bye', and neither 'bye' nor what came after."
+            if consume.done == ["hello"]
+            else f"After the client sent 'hello', 'bye', 'after', consume() got "
+            f"{_quote(consume.done)}; it should get ['hello'] only.",
+        )
+        if not closed or not by_server:
+            report.add(
+                False,
+                f"The connection was still open {GRACE * 2:g} s after the client said 'bye': "
+                "return from the handler (or `await websocket.close()`) when the message is "
+                "'bye'.",
+            )
+        else:
+            report.add(
+                code == 1000,
+                "After 'bye' the server closed the connection normally (code 1000)."
+                if code == 1000
+                else f"After 'bye' the server closed the connection with code {code}"
+                + (": your handler raised an error." if code == 1011 else ", not 1000."),
+            )
+    return report
+
+
+# Lesson 02: the producer.
+
+
+async def check_producer(finite_producer: Callable[[Any], Any]) -> Report:
+    """Check the exercise of lesson 02: a producer that stops when there is nothing left.
+
+    ``finite_producer(produce)`` must return a handler that sends what
+    ``await produce()`` returns until it returns None, then ends (websockets then
+    closes the connection normally), and ends quietly if the client leaves first.
+    """
+    report = Report("finite_producer")
+    produce = Produce(["a", "b", "c"], then="none")
+    handler = _build(report, finite_producer, produce)
+    if handler is None:
+        return report
+    async with _serving(handler, "producer", produce) as (server, watch):
+        # 1. Everything produce() returns, then a normal close when it returns None.
+        before = asyncio.all_tasks()
+        received: list[Any] = []
+        async with _client(server) as client:
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                while len(received) < 5:
+                    received.append(await client.recv())
+            closed = await _within(GRACE * 2, client.wait_closed(timeout=None))
+            by_server, code = _closed_by_server(client), client.close_code
+        report.add(
+            received == ["a", "b", "c"],
+            "The client received every message produce() returned, in order: ['a', 'b', 'c']."
+            if received == ["a", "b", "c"]
+            else f"The client received {_quote(received)}; produce() returned 'a', 'b', 'c', "
+            "then None, which means: nothing more to send.",
+        )
+        if closed and by_server and code == 1000:
+            report.add(True, "When produce() returned None, the connection closed normally (1000).")
+        elif closed and by_server:
+            report.add(
+                False,
+                f"When produce() returned None, the server closed the connection with code "
+                f"{code}" + (f": your handler raised {type(watch.error).__name__}: "
+                             f"{watch.error}." if watch.error else "."),
+            )  # fmt: skip
+        else:
+            report.add(
+                False,
+                f"The connection was still open {GRACE * 2:g} s after produce() returned None: "
+                "stop when the message is None (`if message is None: break`).",
+            )
+        await watch.end()
+        await _check_nothing_left(report, before, "after the connection closed")
+
+        # 2. The client leaves while there is more to send: the handler ends quietly.
+        produce.reset([], then="count", delay=0.02)
+        watch.error = None
+        before = asyncio.all_tasks()
+        async with _client(server) as client:
+            for _ in range(3):
+                await client.recv()
+        left_at = produce.calls
+        _ended(report, watch, await watch.end(), "after the client left")
+        extra = produce.calls - left_at
+        report.add(
+            extra <= 2,
+            "After the client left, produce() was not asked for more."
+            if extra <= 2
+            else f"After the client left, your handler asked produce() for {extra} more "
+            "messages: stop at the first ConnectionClosed.",
+        )
+        await _check_nothing_left(report, before, "after the client left")
+    return report
+
+
+# Lesson 03: consumer and producer together.
+
+
+async def check_consumer_and_producer(consumer_and_producer: Callable[[Any, Any], Any]) -> Report:
+    """Check the exercise of lesson 03: consume and produce at once, and leave nothing behind.
+
+    ``consumer_and_producer(consume, produce)`` must return a handler that runs
+    a consumer and a producer at the same time; ends when the client leaves
+    (even while produce() waits for news), when produce() returns None, or when
+    consume() raises; lets that error reach the server; and leaves no task running.
+    """
+    report = Report("consumer_and_producer")
+    consume, produce = Consume(fail_on=["boom"]), Produce(["news 1", "news 2"], then="wait")
+    handler = _build(report, consumer_and_producer, consume, produce)
+    if handler is None:
+        return report
+    async with _serving(handler, "consumer and producer", consume, produce) as (server, watch):
+        # 1. Both at once: news arrives while the handler consumes.
+        before = asyncio.all_tasks()
+        received: list[Any] = []
+        async with _client(server) as client:
+            await client.send("hi")
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                async with asyncio.timeout(GRACE * 2):
+                    while len(received) < 2:
+                        received.append(await client.recv())
+            await _until(lambda: consume.done == ["hi"])
+        both = received == ["news 1", "news 2"] and consume.done == ["hi"]
+        if both:
+            report.add(True, "It consumed and produced at the same time.")
+        elif consume.done == ["hi"]:
+            report.add(
+                False,
+                f"While the client was there it received {_quote(received)} instead of "
+                "['news 1', 'news 2']: run the consumer and the producer as two tasks, "
+                "side by side.",
+            )
+        else:
+            report.add(
+                False,
+                f"consume() got {_quote(consume.done)} instead of ['hi'] while the client "
+                "was there." + _not_awaited(consume),
+            )
+        # 2. The client left while produce() waits for news.
+        _ended(report, watch, await watch.end(), "after the client left (produce() was waiting)")
+        await _check_nothing_left(report, before, "after the client left")
+
+        # 3. produce() has nothing more: the connection closes.
+        consume.reset(fail_on=["boom"])
+        produce.reset(["last news"], then="none")
+        watch.error = None
+        before = asyncio.all_tasks()
+        async with _client(server) as client:
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await client.recv()
+            closed = await _within(GRACE * 2, client.wait_closed(timeout=None))
+        report.add(
+            closed and watch.ended.is_set(),
+            "When produce() returned None, the handler ended and the connection closed."
+            if closed and watch.ended.is_set()
+            else f"The connection was still open {GRACE * 2:g} s after produce() returned "
+            "None: when one task finishes, cancel the other.",
+        )
+        await watch.end()
+        await _check_nothing_left(report, before, "after produce() returned None")
+
+        # 4. consume() raises: the error reaches the server.
+        consume.reset(fail_on=["boom"])
+        produce.reset([], then="wait")
+        watch.error = None
+        before = asyncio.all_tasks()
+        async with _client(server) as client:
+            await client.send("boom")
+            await _within(GRACE * 2, client.wait_closed(timeout=None))
+        ended = await watch.end()
+        raised = isinstance(watch.error, ValueError)
+        if raised:
+            report.add(True, "An error in consume() reached the server (it raised ValueError).")
+        elif not ended:
+            report.add(False, f"consume() raised, but your handler still ran {GRACE:g} s later.")
+        else:
+            report.add(
+                False,
+                "consume() raised ValueError, but your handler returned without it: the "
+                "error was lost. Call `.result()` on the task that finished, to raise it.",
+            )
+        await _check_nothing_left(report, before, "after consume() raised")
+    return report
+
+
+# Lesson 03b: multiple consumers.
+
+
+async def check_workers(dropping_workers: Callable[[Any, int], Any]) -> Report:
+    """Check the exercise of lesson 03b: workers that drop the backlog when the client leaves.
+
+    ``dropping_workers(consume, count)`` must return a handler in which
+    ``count`` workers consume messages side by side; when the client leaves,
+    each worker finishes the message it holds, what is still queued is
+    dropped, and the handler returns leaving no task running.
+    """
+    report = Report("dropping_workers")
+    count = 3
+    consume = Consume(delay=0.2)
+    handler = _build(report, dropping_workers, consume, count)
+    if handler is None:
+        return report
+    async with _serving(handler, "workers", consume) as (server, watch):
+        # 1. count workers at once, no more, and every message consumed.
+        sent = [f"job {number}" for number in range(1, 7)]
+        async with _client(server) as client:
+            for message in sent:
+                await client.send(message)
+            await _until(lambda: len(consume.done) >= len(sent), GRACE * 3)
+        if sorted(consume.done) != sorted(sent):
+            report.add(
+                False,
+                f"With the client connected, consume() finished {len(consume.done)} of "
+                f"{len(sent)} messages." + _not_awaited(consume),
+            )
+        else:
+            report.add(True, "With the client connected, every message was consumed.")
+        report.add(
+            consume.most == count,
+            f"{count} workers consumed side by side, never more."
+            if consume.most == count
+            else f"At most {consume.most} consume() call(s) ran at once; with count={count} "
+            f"there should be {count}.",
+        )
+        await watch.end()
+
+        # 2. The client leaves with a backlog: finish what is in hand, drop the rest.
+        consume.reset(delay=0.3)
+        watch.error = None
+        before = asyncio.all_tasks()
+        async with _client(server) as client:
+            for number in range(1, 11):
+                await client.send(f"job {number}")
+            await _until(lambda: consume.running >= count)
+        _ended(report, watch, await watch.end(GRACE + 0.3), "after the client left")
+        report.add(
+            consume.cut == 0,
+            "Each worker finished the message it held when the client left."
+            if consume.cut == 0
+            else f"{consume.cut} message(s) were cut off in the middle of consume(): "
+            "let each worker finish the message it holds.",
+        )
+        started_after = len(consume.got) - count
+        report.add(
+            started_after <= 0,
+            "What was still queued when the client left was dropped."
+            if started_after <= 0
+            else f"After the client left, {started_after} queued message(s) were still "
+            "consumed: drop what is queued (empty the queue) once the client is gone.",
+        )
+        await _check_nothing_left(report, before, "after the client left")
+    return report

@@ -73,6 +73,19 @@ async def test_consumer_and_producer_leave_no_task_behind():
     assert len(asyncio.all_tasks()) == tasks  # ...all gone once the client left
 
 
+async def test_consumer_and_producer_let_an_error_in_consume_reach_the_server():
+    async def consume(message):
+        raise ValueError(f"cannot take {message!r}")
+
+    server = await serve(consumer_and_producer(consume, asyncio.Event().wait))
+    server._quiet = True
+    async with connect(server) as websocket:
+        await websocket.send("this")
+        await websocket.wait_closed()
+    assert websocket.close_code == 1011
+    assert [type(report.exception) for report in server.errors] == [ValueError]
+
+
 async def test_workers_run_side_by_side_and_finish_the_queue_when_the_client_leaves():
     busy, most, done = 0, 0, []
 

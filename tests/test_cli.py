@@ -91,3 +91,30 @@ async def test_serve_producer_sends_the_time():
     process.send_signal(signal.SIGINT)
     _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
     assert process.returncode == 0 and stderr == b""
+
+
+async def test_serve_consumer_producer_sends_the_time_while_it_prints_what_it_receives():
+    process, line = await start("serve", "consumer-producer", "--port", "0")
+    async with connect(line.split()[3], proxy=None) as websocket:
+        await websocket.send("both ways")
+        printed = await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
+        now = await asyncio.wait_for(websocket.recv(), 10_000 * MS)
+    assert printed.decode() == "received 'both ways'\n"
+    assert len(now) == 8 and now[2] == now[5] == ":"
+    process.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
+    assert process.returncode == 0 and stderr == b""
+
+
+async def test_serve_workers_prints_every_job():
+    process, line = await start("serve", "workers", "--port", "0")
+    async with connect(line.split()[3], proxy=None) as websocket:
+        for number in range(4):
+            await websocket.send(f"job {number}")
+        printed = [
+            await asyncio.wait_for(process.stdout.readline(), 10_000 * MS) for _ in range(4)
+        ]
+    assert sorted(printed) == [f"received 'job {number}'\n".encode() for number in range(4)]
+    process.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
+    assert process.returncode == 0 and stderr == b""

@@ -38,6 +38,18 @@ def guide_consumer(consume):  # the guide's consumer: never stops at "bye"
     return handler
 
 
+def ignores_after_bye(consume):  # stops consuming, but keeps the connection open
+    async def handler(websocket):
+        listening = True
+        async for message in websocket:
+            if message == "bye":
+                listening = False
+            if listening:
+                await consume(message)
+
+    return handler
+
+
 def consumes_bye_too(consume):
     async def handler(websocket):
         async for message in websocket:
@@ -84,7 +96,8 @@ async def test_check_consumer_passes_the_solution():
 @pytest.mark.parametrize(
     "wrong, phrases",
     [
-        (guide_consumer, ["it should get ['hello'] only", "still open 2 s after the client said"]),
+        (guide_consumer, ["consume() got ['hello', 'bye', 'after']; it should get ['hello'] only"]),
+        (ignores_after_bye, ["still open 2 s after the client said 'bye'"]),
         (consumes_bye_too, ["consume() got ['hello', 'bye']"]),
         (task_per_message, ["3 consume() calls ran at the same time"]),
         (forgets_await, ["consume() got []", "called consume() 3 time(s) without awaiting"]),

@@ -6,3 +6,203 @@ lesson to show.
 """
 
 from __future__ import annotations
+
+# Lesson 03b, multiple consumers: how fast a team of workers consumes a batch.
+
+
+def ideal_rate(workers: int, consume_time: float) -> float:
+    """Messages per second ``workers`` workers reach at best, when each message takes
+    ``consume_time`` seconds to consume and they never wait for a message."""
+    return workers / consume_time
+
+
+#: The team sizes lesson 03b compares.
+WORKER_COUNTS = (1, 2, 4, 8, 16)
+
+# Imported here rather than at the top: each lesson's section keeps its own imports.
+import asyncio  # noqa: E402
+from collections.abc import Awaitable, Callable, Iterable  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas
+    from websockets.asyncio.server import ServerConnection
+
+#: What lesson 03b's handler factories look like: ``make_handler(consume, count)``.
+MakeWorkersHandler = Callable[
+    [Callable[[Any], Awaitable[None]], int], Callable[["ServerConnection"], Awaitable[None]]
+]
+
+
+async def workers_experiment(
+    make_handler: MakeWorkersHandler,
+    counts: Iterable[int] = WORKER_COUNTS,
+    *,
+    messages: int = 16,
+    consume_time: float = 0.05,
+    timeout: float | None = None,
+) -> pandas.DataFrame:
+    """Time how long ``make_handler(consume, count)`` takes to consume a batch, for each count.
+
+    ``consume`` sleeps ``consume_time`` seconds, like business logic waiting on a database.
+    Returns one row per count: seconds, messages/s, and the ideal rate. Raises TimeoutError,
+    saying how many messages were consumed, if a batch takes longer than ``timeout`` seconds
+    (by default twice what one worker needs, plus 2 s).
+    """
+    import pandas
+
+    if messages < 1 or consume_time <= 0:
+        raise ValueError(
+            f"need at least 1 message and a positive consume_time; got {messages} "
+            f"and {consume_time}."
+        )
+    limit = 2 * messages * consume_time + 2 if timeout is None else timeout
+    rows = []
+    for count in counts:
+        seconds = await _time_one_batch(make_handler, count, messages, consume_time, limit)
+        rows.append((count, seconds, messages / seconds, ideal_rate(count, consume_time)))
+    return pandas.DataFrame(rows, columns=["workers", "seconds", "messages/s", "ideal messages/s"])
+
+
+async def _time_one_batch(
+    make_handler: MakeWorkersHandler, count: int, messages: int, consume_time: float, limit: float
+) -> float:
+    """Seconds from the first message sent to the last one consumed, the client staying on."""
+    from .runtime import connect, serve
+
+    consumed, all_done = 0, asyncio.Event()
+
+    async def consume(message: Any) -> None:
+        nonlocal consumed
+        await asyncio.sleep(consume_time)
+        consumed += 1
+        if consumed == messages:
+            all_done.set()
+
+    loop = asyncio.get_running_loop()
+    async with serve(make_handler(consume, count), name="workers-experiment") as server:
+        async with connect(server, name="batch") as websocket:
+            start = loop.time()  # the clock asyncio.sleep() runs on
+            for number in range(messages):
+                await websocket.send(str(number))
+            try:
+                async with asyncio.timeout(limit):
+                    await all_done.wait()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"with {count} worker(s), only {consumed} of {messages} messages were "
+                    f"consumed within {limit:g} s: does every worker take messages from "
+                    "the queue and await consume() on each?"
+                ) from None
+            return loop.time() - start
+
+
+# Lesson 03, consumer and producer: clients that come and go, and the tasks they leave behind.
+
+from .runtime import Server  # noqa: E402
+
+
+async def come_and_go(server: Server, clients: int) -> None:
+    """Connect ``clients`` kit clients to ``server``, one after another; each opens and leaves.
+
+    Each waits for its closing handshake, so when this returns every one of them has gone.
+    """
+    from .runtime import connect
+
+    for _ in range(clients):
+        async with connect(server):
+            pass
+
+
+async def still_running(function: Callable[..., Any], *, settle: float = 0.25) -> int:
+    """How many tasks on the running event loop are running coroutine ``function`` (by name).
+
+    Tasks about to end get up to ``settle`` seconds to do so, so what is counted is the tasks
+    that stay: zero for a handler that stops both halves when its client leaves.
+    """
+    name = getattr(function, "__name__", None) or str(function)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle
+    while True:
+        count = sum(1 for task in asyncio.all_tasks() if _runs(task, name))
+        if count == 0 or loop.time() >= deadline:
+            return count
+        await asyncio.sleep(0.01)
+
+
+def _runs(task: asyncio.Task, name: str) -> bool:
+    return getattr(task.get_coro(), "__name__", None) == name
+
+
+# Lesson 02, producer: waiting for handlers to end, and finding where a producer stalled.
+
+from itertools import pairwise  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+from .flow import Flow  # noqa: E402
+
+
+async def wait_for_handlers(server: Server, timeout: float | None = None) -> None:
+    """Wait until every handler ``server`` is running has returned or raised.
+
+    What they raised is then on ``server.errors``. Raises TimeoutError after ``timeout``
+    seconds (the kit's ``TIMEOUT`` by default) if some handler is still running.
+    """
+    from .runtime import TIMEOUT
+
+    server.check_running()
+    if server._loop is not asyncio.get_running_loop():
+        raise ValueError(
+            f"server {server.name!r} runs on another event loop: wait_for_handlers() "
+            "works with servers started by serve(), not serve_in_thread()."
+        )
+    tasks = set(server._ws.handler_tasks)
+    if not tasks:
+        return
+    limit = TIMEOUT if timeout is None else timeout
+    _, pending = await asyncio.wait(tasks, timeout=limit)
+    if pending:
+        raise TimeoutError(
+            f"{len(pending)} handler(s) of server {server.name!r} were still running after "
+            f"{limit:g} s: is one waiting for something that never comes?"
+        )
+
+
+class Pause(NamedTuple):
+    """The longest pause in the messages one end sent or received: what came before, how long."""
+
+    before: int  # messages before the pause
+    bytes_before: int  # their payload bytes
+    seconds: float  # from the last message before the pause to the first one after it
+    after: int  # messages after the pause
+
+
+def longest_pause(flow: Flow, at: str = "server", way: str = "sent") -> Pause:
+    """Find the longest pause between two messages the ``at`` end recorded as ``way``.
+
+    ``at`` is "server" or "client", ``way`` "sent" or "received"; messages of every
+    connection in ``flow`` count. Raises ValueError if that end recorded fewer than two.
+    """
+    if at not in ("server", "client") or way not in ("sent", "received"):
+        raise ValueError(
+            f'at must be "server" or "client" and way "sent" or "received"; got {at!r}, {way!r}.'
+        )
+    sending = way == "sent"
+    messages = [
+        event
+        for event in flow.events
+        if event.kind == "message" and event.at == at and (event.sender == at) == sending
+    ]
+    if len(messages) < 2:
+        raise ValueError(
+            f"the {at} {way} {len(messages)} message(s) in this flow; a pause needs two."
+        )
+    gaps = [later.time - earlier.time for earlier, later in pairwise(messages)]
+    longest = max(range(len(gaps)), key=gaps.__getitem__)
+    before = messages[: longest + 1]
+    return Pause(
+        len(before),
+        sum(event.size for event in before),
+        gaps[longest] / 1e9,
+        len(messages) - len(before),
+    )

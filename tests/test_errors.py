@@ -1,3 +1,4 @@
+import asyncio
 import time
 
 import pytest
@@ -26,6 +27,26 @@ def test_report_shows_your_lines_and_not_the_libraries():
     assert "in raise_in_your_code" in text
     assert "return 1 / 0" in text
     assert text.splitlines()[-1] == "ZeroDivisionError: division by zero"
+
+
+async def test_report_of_a_task_group_names_the_error_inside_and_your_line():
+    async def worker(number):
+        if number == 2:
+            raise ValueError(f"bad job {number}")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for number in range(3):
+                group.create_task(worker(number))
+    except ExceptionGroup as exc:
+        report = errors.handler_failed("room", "workers", "client-1", exc)
+    text = str(report)
+    assert text.splitlines()[0].startswith(
+        "wspatterns: handler 'workers' of server 'room' raised ValueError for client-1, "
+        "inside an ExceptionGroup"
+    )
+    assert 'raise ValueError(f"bad job {number}")' in text
+    assert text.splitlines()[-1] == "ValueError: bad job 2"
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,8 @@ class ErrorReport:
             if frame.line:
                 lines.append(f"    {frame.line.strip()}")
         if self.exception is not None:
-            lines.extend(traceback.format_exception_only(self.exception)[-1:])
+            for inner in leaves(self.exception):  # the errors inside a group, not the group
+                lines.extend(traceback.format_exception_only(inner)[-1:])
         if self.hint:
             lines.append(self.hint)
         return "\n".join(line.rstrip("\n") for line in lines)
@@ -72,6 +73,16 @@ def handler_failed(server: str, handler: str, connection: str, exc: BaseExceptio
             "To end quietly when a client leaves, catch "
             "websockets.exceptions.ConnectionClosed around recv() and send()."
         )
+    elif isinstance(exc, BaseExceptionGroup):
+        inner = leaves(exc)
+        more = f" and {len(inner) - 1} more error(s)" if len(inner) > 1 else ""
+        summary = (
+            f"handler {handler!r} of server {server!r} raised {type(inner[0]).__name__}{more} "
+            f"for {connection}, inside an {type(exc).__name__} (the tasks of a TaskGroup "
+            "fail together); websockets closed that connection with code 1011."
+        )
+        frames = _your_frames(exc) + [f for e in inner for f in _your_frames(e)]
+        return ErrorReport(server, connection, exc, summary, "", frames)
     else:
         summary = (
             f"handler {handler!r} of server {server!r} raised {type(exc).__name__} "
@@ -79,6 +90,13 @@ def handler_failed(server: str, handler: str, connection: str, exc: BaseExceptio
         )
         hint = ""
     return ErrorReport(server, connection, exc, summary, hint, _your_frames(exc))
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside an exception group, however deep; ``[exc]`` for any other."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
 
 
 def _who_closed(exc: ConnectionClosed) -> str:

@@ -103,3 +103,88 @@ async def test_still_running_finds_nothing_once_the_other_half_is_cancelled():
     assert await still_running(consumer_half) == 0
     await server.stop(timeout=50 * MS)
     assert server.errors == []
+
+
+# Lesson 02, producer: wait_for_handlers and longest_pause.
+
+from websockets.exceptions import ConnectionClosedOK  # noqa: E402
+
+from wspatterns import connect, serve_in_thread  # noqa: E402
+from wspatterns.experiments import longest_pause, wait_for_handlers  # noqa: E402
+
+from .utils import echo  # noqa: E402
+
+
+async def test_wait_for_handlers_returns_once_a_producer_trips_on_the_closed_connection():
+    news = asyncio.Queue()
+
+    async def producer(websocket):
+        while True:
+            await websocket.send(await news.get())
+
+    server = await serve(producer)
+    news.put_nowait("one")
+    async with connect(server) as websocket:
+        assert await websocket.recv() == "one"
+    assert server.errors == []  # the client left, but the handler is waiting for news
+    news.put_nowait("two")
+    await wait_for_handlers(server)
+    assert [type(report.exception) for report in server.errors] == [ConnectionClosedOK]
+
+
+async def test_wait_for_handlers_says_how_many_handlers_still_run():
+    release = asyncio.Event()
+
+    async def stuck(websocket):
+        await release.wait()
+
+    server = await serve(stuck)
+    await wait_for_handlers(server)  # none yet: returns at once
+    async with connect(server), connect(server):
+        with pytest.raises(TimeoutError, match=r"2 handler\(s\) of server 'stuck'"):
+            await wait_for_handlers(server, timeout=50 * MS)
+        release.set()
+        await wait_for_handlers(server)
+    assert server.errors == []
+
+
+async def test_wait_for_handlers_refuses_a_server_on_another_loop():
+    server = await asyncio.to_thread(serve_in_thread, echo)
+    with pytest.raises(ValueError, match="serve_in_thread"):
+        await wait_for_handlers(server)
+
+
+async def test_longest_pause_counts_what_came_before_the_longest_silence():
+    go_on = asyncio.Event()
+
+    async def two_bursts(websocket):
+        for size in (1, 2, 3):
+            await websocket.send(b"x" * size)
+        await go_on.wait()
+        for size in (4, 5):
+            await websocket.send(b"x" * size)
+
+    server = await serve(two_bursts)
+    async with connect(server) as websocket:
+        for _ in range(3):
+            await websocket.recv()
+        await asyncio.sleep(100 * MS)  # the silence, far longer than sending a message
+        go_on.set()
+        for _ in range(2):
+            await websocket.recv()
+    sent = longest_pause(server.flow, "server", "sent")
+    assert (sent.before, sent.bytes_before, sent.after) == (3, 6, 2)
+    assert sent.seconds > 0
+    received = longest_pause(server.flow, "client", "received")
+    assert (received.before, received.bytes_before, received.after) == (3, 6, 2)
+
+
+async def test_longest_pause_needs_two_messages_and_plain_words():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send("only one")
+        await websocket.recv()
+    with pytest.raises(ValueError, match="the server sent 1 message"):
+        longest_pause(server.flow, "server", "sent")
+    with pytest.raises(ValueError, match='way "sent" or "received"'):
+        longest_pause(server.flow, "server", "out")

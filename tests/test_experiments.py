@@ -1,13 +1,24 @@
 """Tests for wspatterns.experiments."""
 
-# Lesson 03b, multiple consumers: workers_experiment.
+import asyncio
 
 import pytest
+from websockets.exceptions import ConnectionClosedOK
 
-from wspatterns.experiments import ideal_rate, workers_experiment
+from wspatterns import connect, serve, serve_in_thread
+from wspatterns.experiments import (
+    come_and_go,
+    ideal_rate,
+    longest_pause,
+    still_running,
+    wait_for_handlers,
+    workers_experiment,
+)
 from wspatterns.patterns import workers
 
-from .utils import MS
+from .utils import MS, echo
+
+# Lesson 03b, multiple consumers: workers_experiment.
 
 
 async def test_workers_experiment_times_one_batch_per_count_of_workers():
@@ -39,11 +50,6 @@ async def test_workers_experiment_refuses_an_empty_batch():
 
 
 # Lesson 03, consumer and producer: come_and_go and still_running.
-
-import asyncio  # noqa: E402
-
-from wspatterns import serve  # noqa: E402
-from wspatterns.experiments import come_and_go, still_running  # noqa: E402
 
 
 def _newsroom(wait_for_first: bool):
@@ -106,13 +112,6 @@ async def test_still_running_finds_nothing_once_the_other_half_is_cancelled():
 
 
 # Lesson 02, producer: wait_for_handlers and longest_pause.
-
-from websockets.exceptions import ConnectionClosedOK  # noqa: E402
-
-from wspatterns import connect, serve_in_thread  # noqa: E402
-from wspatterns.experiments import longest_pause, wait_for_handlers  # noqa: E402
-
-from .utils import echo  # noqa: E402
 
 
 async def test_wait_for_handlers_returns_once_a_producer_trips_on_the_closed_connection():

@@ -7,6 +7,18 @@ lesson to show.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .flow import Flow
+from .runtime import TIMEOUT, Server, connect, serve
+
+if TYPE_CHECKING:
+    import pandas
+    from websockets.asyncio.server import ServerConnection
+
 # Lesson 03b, multiple consumers: how fast a team of workers consumes a batch.
 
 
@@ -18,15 +30,6 @@ def ideal_rate(workers: int, consume_time: float) -> float:
 
 #: The team sizes lesson 03b compares.
 WORKER_COUNTS = (1, 2, 4, 8, 16)
-
-# Imported here rather than at the top: each lesson's section keeps its own imports.
-import asyncio  # noqa: E402
-from collections.abc import Awaitable, Callable, Iterable  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-if TYPE_CHECKING:
-    import pandas
-    from websockets.asyncio.server import ServerConnection
 
 #: What lesson 03b's handler factories look like: ``make_handler(consume, count)``.
 MakeWorkersHandler = Callable[
@@ -68,7 +71,6 @@ async def _time_one_batch(
     make_handler: MakeWorkersHandler, count: int, messages: int, consume_time: float, limit: float
 ) -> float:
     """Seconds from the first message sent to the last one consumed, the client staying on."""
-    from .runtime import connect, serve
 
     consumed, all_done = 0, asyncio.Event()
 
@@ -99,15 +101,12 @@ async def _time_one_batch(
 
 # Lesson 03, consumer and producer: clients that come and go, and the tasks they leave behind.
 
-from .runtime import Server  # noqa: E402
-
 
 async def come_and_go(server: Server, clients: int) -> None:
     """Connect ``clients`` kit clients to ``server``, one after another; each opens and leaves.
 
     Each waits for its closing handshake, so when this returns every one of them has gone.
     """
-    from .runtime import connect
 
     for _ in range(clients):
         async with connect(server):
@@ -136,11 +135,6 @@ def _runs(task: asyncio.Task, name: str) -> bool:
 
 # Lesson 02, producer: waiting for handlers to end, and finding where a producer stalled.
 
-from itertools import pairwise  # noqa: E402
-from typing import NamedTuple  # noqa: E402
-
-from .flow import Flow  # noqa: E402
-
 
 async def wait_for_handlers(server: Server, timeout: float | None = None) -> None:
     """Wait until every handler ``server`` is running has returned or raised.
@@ -148,7 +142,6 @@ async def wait_for_handlers(server: Server, timeout: float | None = None) -> Non
     What they raised is then on ``server.errors``. Raises TimeoutError after ``timeout``
     seconds (the kit's ``TIMEOUT`` by default) if some handler is still running.
     """
-    from .runtime import TIMEOUT
 
     server.check_running()
     if server._loop is not asyncio.get_running_loop():

@@ -281,7 +281,8 @@ async def _serving(handler: Callable[[Any], Awaitable[None]], exercise: str, *lo
 
 
 @contextlib.asynccontextmanager
-async def _client(server: Server):
+async def _client(server: Server, watch: Watch):
+    watch.ended.clear()  # from now on, "ended" means this client's run of the handler ended
     client = await connect(server, name="checker", timeout=GRACE * 3)
     try:
         yield client
@@ -387,9 +388,9 @@ async def check_consumer(bye_consumer: Callable[[Any], Any]) -> Report:
         # 1. Every message, in order; 2. the end of the loop when the client leaves.
         before = asyncio.all_tasks()
         sent = ["one", "two", "three"]
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             await _send(client, *sent)
-            await _until(lambda: len(consume.done) >= len(sent))
+            await _until(lambda: len(consume.done) >= len(sent) or watch.ended.is_set())
             early = watch.ended.is_set()
         report.add(
             consume.done == sent,
@@ -403,9 +404,15 @@ async def check_consumer(bye_consumer: Callable[[Any], Any]) -> Report:
 
         # 3. One message at a time: a slow consume() is waited for before the next.
         consume.reset(delay=0.1)
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             await _send(client, "a", "b", "c")
-            await _until(lambda: len(consume.done) >= 3 or consume.calls > len(consume.got))
+            await _until(
+                lambda: (
+                    len(consume.done) >= 3
+                    or consume.calls > len(consume.got)
+                    or watch.ended.is_set()
+                )
+            )
         if consume.most > 1:
             report.add(
                 False,
@@ -424,7 +431,7 @@ async def check_consumer(bye_consumer: Callable[[Any], Any]) -> Report:
 
         # 4. "bye": not consumed; the handler returns and the connection closes normally.
         consume.reset()
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             await _send(client, "hello", "bye", "after")
             closed = await _within(GRACE * 2, client.wait_closed(timeout=None))
             by_server, code = _closed_by_server(client), client.close_code
@@ -475,7 +482,7 @@ async def check_producer(finite_producer: Callable[[Any], Any]) -> Report:
         # 1. Everything produce() returns, then a normal close when it returns None.
         before = asyncio.all_tasks()
         received: list[Any] = []
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 while len(received) < 5:
                     received.append(await client.recv())
@@ -512,7 +519,7 @@ async def check_producer(finite_producer: Callable[[Any], Any]) -> Report:
         produce.reset([], then="count", delay=0.02)
         watch.error = None
         before = asyncio.all_tasks()
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 for _ in range(3):
                     await client.recv()
@@ -552,13 +559,13 @@ async def check_consumer_and_producer(consumer_and_producer: Callable[[Any, Any]
         # 1. Both at once: news arrives while the handler consumes.
         before = asyncio.all_tasks()
         received: list[Any] = []
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             await _send(client, "hi")
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 async with asyncio.timeout(GRACE * 2):
                     while len(received) < 2:
                         received.append(await client.recv())
-            await _until(lambda: consume.done == ["hi"])
+            await _until(lambda: consume.done == ["hi"] or watch.ended.is_set())
             early = watch.ended.is_set()
         both = received == ["news 1", "news 2"] and consume.done == ["hi"]
         if both:
@@ -586,7 +593,7 @@ async def check_consumer_and_producer(consumer_and_producer: Callable[[Any, Any]
         produce.reset(["last news"], then="none")
         watch.error = None
         before = asyncio.all_tasks()
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 await client.recv()
             closed = await _within(GRACE * 2, client.wait_closed(timeout=None))
@@ -606,7 +613,7 @@ async def check_consumer_and_producer(consumer_and_producer: Callable[[Any, Any]
         produce.reset([], then="wait")
         watch.error = None
         before = asyncio.all_tasks()
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             await _send(client, "boom")
             await _within(GRACE * 2, client.wait_closed(timeout=None))
         ended = await watch.end()
@@ -647,9 +654,9 @@ async def check_workers(dropping_workers: Callable[[Any, int], Any]) -> Report:
     async with _serving(handler, "workers", consume) as (server, watch):
         # 1. count workers at once, no more, and every message consumed.
         sent = [f"job {number}" for number in range(1, 7)]
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             await _send(client, *sent)
-            await _until(lambda: len(consume.done) >= len(sent), GRACE * 3)
+            await _until(lambda: len(consume.done) >= len(sent) or watch.ended.is_set(), GRACE * 3)
         if sorted(consume.done) != sorted(sent):
             report.add(
                 False,
@@ -671,9 +678,10 @@ async def check_workers(dropping_workers: Callable[[Any, int], Any]) -> Report:
         consume.reset(delay=0.3)
         watch.error = None
         before = asyncio.all_tasks()
-        async with _client(server) as client:
+        async with _client(server, watch) as client:
             await _send(client, *(f"job {number}" for number in range(1, 11)))
-            in_hand = await _until(lambda: consume.running >= count)
+            in_hand = await _until(lambda: consume.running >= count or watch.ended.is_set())
+            in_hand = consume.running >= count
             early = watch.ended.is_set()
         _ended(report, watch, await watch.end(GRACE + 0.3), "after the client left", early=early)
         if not in_hand:  # no backlog to drop: the first part says why

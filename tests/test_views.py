@@ -1,4 +1,5 @@
 import asyncio
+import html
 import math
 import xml.etree.ElementTree as ElementTree
 
@@ -259,3 +260,18 @@ def test_live_view_redraws_in_a_notebook_at_most_rate_times_a_second(kernel):
     )
     updates, allowed = map(int, shown["stdout"].split())
     assert 1 <= updates <= allowed  # messages flowed all along, redraws stayed throttled
+
+
+async def test_svg_lanes_widen_so_an_error_note_and_a_close_reason_are_not_cut():
+    async def picky(websocket):
+        async for message in websocket:
+            raise ValueError(f"cannot take {message!r}")
+
+    server = await serve(picky)
+    server._quiet = True
+    async with connect(server) as websocket:
+        await websocket.send("x")
+        await websocket.wait_closed()
+    diagram = server.flow.sequence()
+    for step in diagram.steps:  # every label of this short flow appears whole in the SVG
+        assert html.escape(step.text, quote=True) in diagram.svg, step.text

@@ -225,13 +225,28 @@ def _mermaid_text(text: str) -> str:
     return "".join(_MERMAID_ENTITIES.get(char, char) for char in text)
 
 
-# SVG layout, in pixels.
-_LANE, _TOP, _ROW, _MARGIN = 170, 56, 30, 20
+# SVG layout, in pixels; a character of the 12 px font is taken as 7 px wide.
+_LANE, _WIDEST_LANE, _TOP, _ROW, _MARGIN, _CHAR = 170, 360, 56, 30, 20, 7
+
+
+def _lane_width(lanes: list[str], steps: list[Step]) -> int:
+    """Lanes wide enough for every label (up to a limit), so few labels are cut short."""
+    index = {lane: number for number, lane in enumerate(lanes)}
+    need = _LANE
+    for step in steps:
+        spots = sorted(index[lane] for lane in step.lanes)
+        if not spots:
+            continue
+        span = spots[-1] - spots[0] + (0 if step.arrow else 1)
+        padding = 20 if step.arrow else 36  # a note's box is 16 px narrower than its lanes
+        need = max(need, -(-(len(step.text) * _CHAR + padding) // max(span, 1)))
+    return min(need, _WIDEST_LANE)
 
 
 def _svg(lanes: list[str], steps: list[Step]) -> str:
-    x = {lane: _MARGIN + _LANE // 2 + number * _LANE for number, lane in enumerate(lanes)}
-    width = 2 * _MARGIN + _LANE * len(lanes)
+    lane_width = _lane_width(lanes, steps)
+    x = {lane: _MARGIN + lane_width // 2 + number * lane_width for number, lane in enumerate(lanes)}
+    width = 2 * _MARGIN + lane_width * len(lanes)
     bottom = _TOP + _ROW * len(steps) + 10
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{bottom + 10}" '
@@ -257,7 +272,7 @@ def _svg(lanes: list[str], steps: list[Step]) -> str:
             x1, x2 = (x[lane] for lane in step.lanes)
             direction = 1 if x2 > x1 else -1
             dash = ' stroke-dasharray="5 3"' if step.dashed else ""
-            room = max(abs(x2 - x1) // 7, 12)
+            room = max((abs(x2 - x1) - 20) // _CHAR, 12)
             out.append(
                 f'<line x1="{x1}" y1="{y}" x2="{x2 - 8 * direction}" y2="{y}" stroke="#333"{dash}/>'
             )
@@ -268,13 +283,13 @@ def _svg(lanes: list[str], steps: list[Step]) -> str:
                 f"{_svg_text(_printable(step.text, room))}</text>"
             )
         else:
-            left = min(x[lane] for lane in step.lanes) - 72
-            right = max(x[lane] for lane in step.lanes) + 72
+            left = min(x[lane] for lane in step.lanes) - lane_width // 2 + 8
+            right = max(x[lane] for lane in step.lanes) + lane_width // 2 - 8
             out.append(
                 f'<rect x="{left}" y="{y - 11}" width="{right - left}" height="22" '
                 'fill="#fff8c4" stroke="#cc9"/>'
             )
-            room = max((right - left) // 7, 12)
+            room = max((right - left - 20) // _CHAR, 12)
             out.append(
                 f'<text x="{(left + right) // 2}" y="{y + 4}" text-anchor="middle">'
                 f"{_svg_text(_printable(step.text, room))}</text>"

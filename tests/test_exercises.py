@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import broadcast
 from websockets.exceptions import ConnectionClosed
 
 from wspatterns import exercises
@@ -324,3 +325,83 @@ def test_a_report_shows_each_line_in_text_and_html():
     report.add(False, "wrong there")
     assert repr(report) == "demo: 1 of 2 checks failed.\n  ✔ right <here>\n  ✘ wrong there"
     assert "right &lt;here&gt;" in report._repr_html_()
+
+
+# Lesson 04: chat_room
+
+
+def never_unregisters(connected):
+    async def handler(websocket):
+        name = await websocket.recv()
+        broadcast(connected, f"{name} joined")
+        connected.add(websocket)
+        async for message in websocket:
+            broadcast(connected - {websocket}, f"{name}: {message}")
+        broadcast(connected - {websocket}, f"{name} left")
+
+    return handler
+
+
+def sends_to_the_departed(connected):
+    async def handler(websocket):
+        name = await websocket.recv()
+        for other in connected:
+            await other.send(f"{name} joined")
+        connected.add(websocket)
+        try:
+            async for message in websocket:
+                for other in connected - {websocket}:
+                    await other.send(f"{name}: {message}")
+        finally:
+            for other in connected:  # itself included: it has already gone
+                await other.send(f"{name} left")
+            connected.remove(websocket)
+
+    return handler
+
+
+def tells_the_joiner_too(connected):
+    async def handler(websocket):
+        name = await websocket.recv()
+        connected.add(websocket)
+        broadcast(connected, f"{name} joined")
+        try:
+            async for message in websocket:
+                broadcast(connected - {websocket}, f"{name}: {message}")
+        finally:
+            connected.remove(websocket)
+            broadcast(connected, f"{name} left")
+
+    return handler
+
+
+def unregisters_after_the_loop(connected):  # skipped when the connection drops
+    async def handler(websocket):
+        name = await websocket.recv()
+        broadcast(connected, f"{name} joined")
+        connected.add(websocket)
+        async for message in websocket:
+            broadcast(connected - {websocket}, f"{name}: {message}")
+        connected.remove(websocket)
+        broadcast(connected, f"{name} left")
+
+    return handler
+
+
+async def test_check_chat_room_passes_the_solution():
+    report = await exercises.check_chat_room(solution("chat_room"))
+    assert report, report
+
+
+@pytest.mark.parametrize(
+    "wrong, phrases",
+    [
+        (never_unregisters, ["`connected` held 3 connection(s)", "still held 3 connection(s)"]),
+        (sends_to_the_departed, ["raised ConnectionClosedOK", "sent to a connection that had"]),
+        (tells_the_joiner_too, ["bob received ['bob joined']"]),
+        (unregisters_after_the_loop, ["in a `finally:` block"]),
+    ],
+)
+async def test_check_chat_room_says_what_is_wrong(wrong, phrases):
+    report = await exercises.check_chat_room(wrong)
+    assert fails(report, *phrases), report

@@ -704,3 +704,161 @@ async def check_workers(dropping_workers: Callable[[Any, int], Any]) -> Report:
         )
         await _check_nothing_left(report, before, "after the client left")
     return report
+
+
+# Lesson 04: registration and broadcast.
+
+
+async def _hears(client: Client, seconds: float) -> list[Any]:
+    """What ``client`` receives within ``seconds``: nothing, usually, when that is the point."""
+    heard: list[Any] = []
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                heard.append(await client.recv())
+    return heard
+
+
+async def _next(client: Client) -> Any:
+    """The next message ``client`` receives, or None if none comes in time."""
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(GRACE):
+            return await client.recv()
+    return None
+
+
+class _Abandoned(Exception):
+    """The rest of a check cannot run: the handler already ended every connection."""
+
+
+async def check_chat_room(chat_room: Callable[[set], Any]) -> Report:
+    """Check the exercise of lesson 04: a chat room that announces who comes and goes.
+
+    ``chat_room(connected)`` must return a handler that reads the client's name
+    (its first message), tells everyone else ``"NAME joined"``, relays each
+    later message as ``"NAME: message"`` to everyone else, and when the client
+    leaves, however it leaves, removes it from ``connected`` and tells the others
+    ``"NAME left"``, without sending anything to connections that are gone.
+    """
+    report = Report("chat_room")
+    connected: set = set()
+    handler = _build(report, chat_room, connected)
+    if handler is None:
+        return report
+    quiet = GRACE / 5  # how long to listen for a message that should not come
+    async with _serving(handler, "chat room") as (server, watch):
+        before = asyncio.all_tasks()
+        alice = await connect(server, name="alice", timeout=GRACE * 3)
+        bob = await connect(server, name="bob", timeout=GRACE * 3)
+        try:
+            await _send(alice, "alice")
+            await _until(lambda: len(connected) >= 1)
+            await _send(bob, "bob")
+            told = await _next(alice)
+            if alice.close_code is not None or bob.close_code is not None:
+                report.add(
+                    False,
+                    "Your handler closed the connections as soon as the clients said their "
+                    "names: it should serve each client until it leaves.",
+                )
+                raise _Abandoned
+            report.add(
+                told == "bob joined",
+                "When bob joined, alice was told 'bob joined'."
+                if told == "bob joined"
+                else f"When bob joined, alice was told {told!r} instead of 'bob joined'.",
+            )
+            echoed = await _hears(bob, quiet)
+            report.add(
+                not echoed,
+                "bob was not told about himself."
+                if not echoed
+                else f"bob received {_quote(echoed)}: tell everyone *else* who joined.",
+            )
+            registered = await _until(lambda: len(connected) == 2)
+            report.add(
+                registered,
+                "Both connections were in `connected` while they were there."
+                if registered
+                else f"With alice and bob connected, `connected` held {len(connected)} "
+                "connection(s) instead of 2.",
+            )
+
+            await _send(bob, "hi")
+            relayed = await _next(alice)
+            report.add(
+                relayed == "bob: hi",
+                "bob's message reached alice as 'bob: hi', and not bob himself."
+                if relayed == "bob: hi" and not await _hears(bob, quiet)
+                else f"bob sent 'hi'; alice received {relayed!r} instead of 'bob: hi'"
+                + (", and bob heard it back." if relayed == "bob: hi" else "."),
+            )
+
+            # carol's connection drops without a closing handshake.
+            carol = await connect(server, name="carol", timeout=GRACE * 3)
+            await _send(carol, "carol")
+            await _next(alice), await _next(bob)  # "carol joined"
+            await _until(lambda: len(connected) == 3)
+            carol.transport.abort()
+            gone = await _until(lambda: len(connected) == 2)
+            heard = [await _next(alice), await _next(bob)]
+            if gone and heard == ["carol left", "carol left"]:
+                report.add(True, "When carol's connection dropped, she was unregistered and "
+                                 "alice and bob were told 'carol left'.")  # fmt: skip
+            else:
+                report.add(
+                    False,
+                    f"After carol's connection dropped, `connected` held {len(connected)} "
+                    f"connection(s) and alice and bob heard {_quote(heard)}: unregister and "
+                    "announce in a `finally:` block, so it happens however the client leaves.",
+                )
+
+            await bob.close()
+            told = await _next(alice)
+            await _until(lambda: len(connected) == 1)
+            report.add(
+                told == "bob left" and len(connected) == 1,
+                "When bob left, alice was told 'bob left' and bob was unregistered."
+                if told == "bob left" and len(connected) == 1
+                else f"When bob left, alice was told {told!r} and `connected` held "
+                f"{len(connected)} connection(s).",
+            )
+            await _send(alice, "anyone?")
+            await _hears(alice, quiet)
+        except _Abandoned:
+            pass
+        finally:
+            for client in (alice, bob):
+                await client.close()
+        await _until(lambda: not connected)
+        # A dropped connection ends its own handler with ConnectionClosedError: that one is
+        # expected. Anything else went wrong while sending or announcing.
+        problems = [
+            error
+            for error in server.errors
+            if not (error.connection == "carol" and isinstance(error.exception, ConnectionClosed))
+        ]
+        if problems:
+            first = problems[0]
+            hint = (
+                " It sent to a connection that had already left: remove the connection "
+                "from `connected` before telling the others (or use broadcast(), which "
+                "skips connections that are not open)."
+                if isinstance(first.exception, ConnectionClosed)
+                else ""
+            )
+            report.add(
+                False,
+                f"{first.connection}'s handler raised {type(first.exception).__name__}: "
+                f"{first.exception}.{hint}",
+            )
+        else:
+            report.add(True, "No handler raised: nothing was sent to a connection that had left.")
+        report.add(
+            not connected,
+            "Once everyone had left, `connected` was empty."
+            if not connected
+            else f"Once everyone had left, `connected` still held {len(connected)} connection(s).",
+        )
+        await _check_nothing_left(report, before, "after everyone left")
+    return report

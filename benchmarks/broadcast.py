@@ -28,6 +28,7 @@ from websockets.asyncio.server import broadcast
 from websockets.asyncio.server import serve as plain_serve
 
 import wspatterns
+from wspatterns.patterns import registration
 
 MESSAGE = "x" * 64  # upstream's default message size
 
@@ -64,17 +65,6 @@ async def hold_clients(urls: list[str], count: int) -> None:
 # The servers' process
 
 
-def room_handler(room: set):
-    async def register(websocket):
-        room.add(websocket)
-        try:
-            await websocket.wait_closed()
-        finally:
-            room.discard(websocket)
-
-    return register
-
-
 async def start_clients(urls: list[str], count: int) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--clients", str(count), "--hold", *urls,
@@ -95,8 +85,8 @@ def deliveries_per_cpu_second(room: set, broadcasts: int) -> float:
 
 async def main(clients: int, broadcasts: int, turns: int) -> None:
     plain_room, kit_room = set(), set()
-    async with plain_serve(room_handler(plain_room), "127.0.0.1", 0) as plain_server:
-        kit_server = await wspatterns.serve(room_handler(kit_room), name="broadcast")
+    async with plain_serve(registration(plain_room), "127.0.0.1", 0) as plain_server:
+        kit_server = await wspatterns.serve(registration(kit_room), name="broadcast")
         plain_url = f"ws://127.0.0.1:{plain_server.sockets[0].getsockname()[1]}/"
         processes = []
         try:

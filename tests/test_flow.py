@@ -8,6 +8,7 @@ from websockets.asyncio.server import broadcast
 from websockets.frames import Frame, Opcode
 
 from wspatterns import Flow, connect, serve, serve_in_thread
+from wspatterns.patterns import registration
 
 from .utils import MS, crashed_server, echo
 
@@ -129,15 +130,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's fixed key suffix
 
 async def test_broadcast_frames_are_recorded():
     room = set()
-
-    async def register(websocket):
-        room.add(websocket)
-        try:
-            await websocket.wait_closed()
-        finally:
-            room.discard(websocket)
-
-    server = await serve(register)
+    server = await serve(registration(room))
     clients = [await connect(server) for _ in range(3)]
     while len(room) < 3:
         await asyncio.sleep(MS)

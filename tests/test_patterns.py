@@ -5,7 +5,15 @@ from websockets.asyncio.client import connect as raw_connect
 from websockets.asyncio.server import serve as raw_serve
 
 from wspatterns import connect, serve
-from wspatterns.patterns import PATTERNS, consumer, consumer_and_producer, echo, producer, workers
+from wspatterns.patterns import (
+    PATTERNS,
+    consumer,
+    consumer_and_producer,
+    echo,
+    producer,
+    registration,
+    workers,
+)
 from wspatterns.runtime import _check_handler
 
 from .utils import MS
@@ -121,3 +129,19 @@ def test_workers_need_at_least_one():
 
     with pytest.raises(ValueError, match="at least 1 worker"):
         workers(consume, count=0)
+
+
+async def test_registration_keeps_open_connections_and_forgets_them_however_they_end():
+    connected = set()
+    server = await serve(registration(connected))
+    first = await connect(server)
+    second = await connect(server)
+    while len(connected) < 2:
+        await asyncio.sleep(MS)
+    second.transport.abort()  # no closing handshake
+    await first.close()
+    for _ in range(1000):
+        if not connected:
+            break
+        await asyncio.sleep(MS)
+    assert connected == set()

@@ -107,6 +107,22 @@ def workers(consume: Consume, count: int = 4) -> Handler:
     return workers_handler
 
 
+def registration(connected: set) -> Handler:
+    """A handler that keeps each connection in ``connected`` while it is open, and nothing else.
+
+    Whoever holds the set can then send to every client, e.g. with ``broadcast(connected, ...)``.
+    """
+
+    async def register(websocket: ServerConnection) -> None:
+        connected.add(websocket)
+        try:
+            await websocket.wait_closed()
+        finally:  # however the connection ends
+            connected.remove(websocket)
+
+    return register
+
+
 # Business logic for running the patterns from a terminal.
 
 

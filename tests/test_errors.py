@@ -134,3 +134,26 @@ def test_error_while_the_kernel_is_idle_shows_under_the_next_cell(kernel, tmp_pa
     shown = execute(kernel, "print(len(server.errors))")
     assert shown["stdout"] == "1\n"
     assert "raised KeyError for client-1" in shown["stderr"]
+
+
+async def test_a_send_to_another_clients_closed_connection_is_blamed_on_that_connection():
+    from wspatterns import connect, serve
+
+    others = []
+
+    async def relay(websocket):
+        others.append(websocket)
+        async for message in websocket:
+            for other in others:  # never forgets a departed one
+                await other.send(message)
+
+    server = await serve(relay)
+    server._quiet = True
+    async with connect(server, name="carol"):
+        pass
+    async with connect(server, name="alice") as alice:
+        await alice.send("hello")
+        await alice.wait_closed()
+    report = server.errors[-1]
+    assert report.connection == "alice"
+    assert "whose connection was still open: another connection" in report.summary

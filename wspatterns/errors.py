@@ -62,9 +62,25 @@ class ErrorReport:
         return "\n".join(line.rstrip("\n") for line in lines)
 
 
-def handler_failed(server: str, handler: str, connection: str, exc: BaseException) -> ErrorReport:
-    """Describe an exception that escaped ``handler`` while it served ``connection``."""
-    if isinstance(exc, ConnectionClosed):
+def handler_failed(
+    server: str, handler: str, connection: str, exc: BaseException, *, still_open: bool = False
+) -> ErrorReport:
+    """Describe an exception that escaped ``handler`` while it served ``connection``.
+
+    ``still_open`` says that ``connection`` itself was still open: a ConnectionClosed
+    then came from another connection the handler was sending to.
+    """
+    if isinstance(exc, ConnectionClosed) and still_open:
+        summary = (
+            f"handler {handler!r} of server {server!r} ended with {type(exc).__name__} "
+            f"while serving {connection}, whose connection was still open: another "
+            f"connection it was sending to had closed ({_who_closed(exc)})."
+        )
+        hint = (
+            "Sending to other clients: remove a connection from your registry when its "
+            "handler ends, or use broadcast(), which skips connections that are not open."
+        )
+    elif isinstance(exc, ConnectionClosed):
         summary = (
             f"handler {handler!r} of server {server!r} ended with {type(exc).__name__} "
             f"for {connection}: {_who_closed(exc)} while the handler was still using it."

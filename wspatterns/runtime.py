@@ -201,7 +201,12 @@ class Server:
         name = getattr(connection, "name", None) or "a client"
         if isinstance(connection, Recording):
             connection.record_error(exc)
-        self._report(errors.handler_failed(self.name, _name_of(self.handler), name, exc))
+        still_open = getattr(connection, "state", None) is State.OPEN
+        self._report(
+            errors.handler_failed(
+                self.name, _name_of(self.handler), name, exc, still_open=still_open
+            )
+        )
 
     def _report(self, report: ErrorReport) -> None:
         self.errors.append(report)

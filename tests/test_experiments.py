@@ -1,17 +1,29 @@
 """Tests for wspatterns.experiments."""
 
 import asyncio
+import math
+import socket
 
+import pandas
+import psutil
 import pytest
-from websockets.exceptions import ConnectionClosedOK
+from matplotlib.figure import Figure
+from websockets.asyncio.server import broadcast
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
 from wspatterns import connect, serve, serve_in_thread
 from wspatterns.experiments import (
+    BROADCAST_COLUMNS,
+    broadcast_experiment,
+    broadcast_plot,
     come_and_go,
     ideal_rate,
+    limit_os_buffers,
     longest_pause,
     still_running,
+    wait_for_handler,
     wait_for_handlers,
+    wait_until,
     workers_experiment,
 )
 from wspatterns.patterns import workers
@@ -187,3 +199,236 @@ async def test_longest_pause_needs_two_messages_and_plain_words():
         longest_pause(server.flow, "server", "sent")
     with pytest.raises(ValueError, match='way "sent" or "received"'):
         longest_pause(server.flow, "server", "out")
+
+
+# Lesson 05, broadcasting: broadcast_experiment and broadcast_plot.
+
+
+def children() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=True)
+
+
+async def child_with_connections(role: str, count: int) -> psutil.Process:
+    """The experiment's ``role`` process, once the server holds ``count`` client connections."""
+    async with asyncio.timeout(20_000 * MS):
+        while True:
+            for child in children():
+                try:
+                    command = child.cmdline()
+                    if "server" in command and len(child.net_connections("tcp")) > count:
+                        # (the listening socket, then one per client)
+                        return next(c for c in children() if role in c.cmdline())
+                except (psutil.NoSuchProcess, StopIteration):
+                    pass
+            await asyncio.sleep(10 * MS)
+
+
+async def test_broadcast_experiment_returns_one_row_per_run_and_leaves_no_process(capsys):
+    results = await broadcast_experiment(("default", "queue"), (3,), seconds=0.5, rate=20)
+    assert list(results.columns) == BROADCAST_COLUMNS
+    assert list(results["method"]) == ["default", "queue"]
+    assert list(results["clients"]) == [3, 3]
+    assert results["complete"].all() and (results["note"] == "").all()
+    assert (results["messages"] > 0).all() and (results["broadcasts"] > 0).all()
+    assert (results["p50_ms"] <= results["p95_ms"]).all()
+    assert (results["p95_ms"] <= results["p99_ms"]).all()
+    assert (results["p99_ms"] <= results["max_ms"]).all()
+    assert results["server_cpu"].between(0, 2).all()
+    assert children() == []
+    out, err = capsys.readouterr()
+    assert out == ""  # progress goes to stderr, one line per run and its outcome
+    assert "broadcast 1/2: default, 3 clients: p99 " in err
+    assert "broadcast experiment: 2 runs in" in err
+
+
+async def test_a_run_whose_clients_process_dies_is_kept_as_incomplete_and_the_next_one_runs(
+    capsys,
+):
+    experiment = asyncio.create_task(
+        broadcast_experiment(("naive", "wait"), 3, seconds=0.5, progress=False)
+    )
+    (await child_with_connections("clients", 3)).kill()
+    results = await asyncio.wait_for(experiment, 30_000 * MS)
+    first, second = results.to_dict("records")
+    assert first["method"] == "naive" and not first["complete"]
+    assert "the clients process exited with code -9" in first["note"]
+    assert math.isnan(first["p99_ms"])
+    assert second["method"] == "wait" and second["complete"]
+    assert children() == []
+    assert capsys.readouterr() == ("", "")  # progress=False: not a word
+
+
+async def test_a_run_whose_server_dies_says_so():
+    experiment = asyncio.create_task(broadcast_experiment("pubsub", 3, seconds=0.5, progress=False))
+    (await child_with_connections("server", 3)).kill()
+    results = await asyncio.wait_for(experiment, 30_000 * MS)
+    (row,) = results.to_dict("records")
+    assert not row["complete"]
+    assert "the server process exited with code -9" in row["note"]
+    assert children() == []
+
+
+async def test_cancelling_the_experiment_stops_its_processes():
+    experiment = asyncio.create_task(broadcast_experiment("default", 3, seconds=30, progress=False))
+    await child_with_connections("server", 3)
+    experiment.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await experiment
+    assert children() == []
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        ({"clients": (10, 0)}, "clients must be 1 or more in each run; got 0"),
+        ({"clients": -3}, "clients must be 1 or more in each run; got -3"),
+        ({"clients": ()}, "nothing to run"),
+        ({"clients": (2.5,)}, "clients must be whole numbers; got 2.5"),
+        ({"size": -1}, "size must be 0 bytes or more; got -1"),
+        ({"rate": 0}, "rate must be more than 0 broadcasts a second; got 0"),
+        ({"rate": -1.5}, "rate must be more than 0"),
+        ({"seconds": 0}, "seconds must be more than 0"),
+        (
+            {"methods": ("default", "fastest")},
+            "unknown broadcast method 'fastest'; the methods are: default, naive, task, wait, "
+            "queue, pubsub",
+        ),
+    ],
+)
+async def test_broadcast_experiment_refuses_what_cannot_run_before_starting_anything(
+    arguments, words
+):
+    with pytest.raises(ValueError, match=words):
+        await broadcast_experiment(**arguments, progress=False)
+    assert children() == []
+
+
+def _results(rows):
+    return pandas.DataFrame(
+        [dict(dict.fromkeys(BROADCAST_COLUMNS, math.nan), **row) for row in rows],
+        columns=BROADCAST_COLUMNS,
+    )
+
+
+def test_broadcast_plot_draws_a_line_per_method_against_clients_on_log_axes():
+    results = _results(
+        [
+            {"method": method, "clients": count, "slow_client": False, "complete": True,
+             "p50_ms": count * factor, "p99_ms": count * factor * 2, "note": ""}
+            for method, factor in (("default", 0.1), ("naive", 0.2))
+            for count in (10, 100, 1000)
+        ]
+        + [{"method": "task", "clients": 10, "slow_client": False, "complete": False,
+            "note": "the clients process exited with code -9"}]
+    )  # fmt: skip
+    figure = broadcast_plot(results)
+    assert isinstance(figure, Figure)
+    median, p99 = figure.axes
+    assert median.get_xscale() == p99.get_xscale() == "log"
+    assert [line.get_label() for line in p99.get_lines()] == ["default", "naive"]
+    assert list(p99.get_lines()[1].get_ydata()) == [4.0, 40.0, 400.0]
+    assert [label.get_text() for label in p99.get_xticklabels()] == ["10", "100", "1,000"]
+    assert median.get_ylabel().startswith("latency (ms")
+
+
+def test_broadcast_plot_refuses_results_with_no_complete_run():
+    results = _results([{"method": "naive", "clients": 3, "complete": False, "note": "died"}])
+    with pytest.raises(ValueError, match="no run of this experiment completed"):
+        broadcast_plot(results)
+
+
+# Lesson 04, registration and broadcast: wait_for_handler.
+
+
+async def test_wait_for_handler_returns_once_the_dropped_clients_handler_has_unregistered():
+    room = set()
+
+    async def register(websocket):
+        room.add(websocket)
+        try:
+            await websocket.wait_closed()
+        finally:
+            room.discard(websocket)
+
+    server = await serve(register)
+    staying = await connect(server, name="staying")
+    leaving = await connect(server, name="leaving")
+    leaving.transport.abort()  # the network fails: no closing handshake
+    await wait_for_handler(server, leaving)
+    assert [websocket.name for websocket in room] == ["staying"]
+    await wait_for_handler(server, "nobody")  # no such handler: nothing to wait for
+    await staying.close()
+
+
+async def test_wait_for_handler_says_whose_handler_still_runs():
+    server = await serve(echo)
+    async with connect(server, name="still-here"):
+        with pytest.raises(TimeoutError, match="'still-here'.*still connected"):
+            await wait_for_handler(server, "still-here", timeout=20 * MS)
+
+
+async def test_wait_for_handler_refuses_a_server_on_another_loop():
+    server = serve_in_thread(echo)
+    try:
+        with pytest.raises(ValueError, match="serve_in_thread"):
+            await wait_for_handler(server, "anyone")
+    finally:
+        server.stop()
+
+
+async def test_wait_until_returns_once_the_condition_holds():
+    server = await serve(echo)
+    async with connect(server):
+        await wait_until(lambda: len(server.connections) == 1)
+    await wait_until(lambda: len(server.connections) == 0)
+
+
+async def test_wait_until_names_the_condition_that_never_held():
+    def never() -> bool:
+        return False
+
+    with pytest.raises(TimeoutError, match=r"never\(\) was still false"):
+        await wait_until(never, timeout=20 * MS)
+    with pytest.raises(TimeoutError, match="the condition was still false"):
+        await wait_until(lambda: False, timeout=20 * MS)
+
+
+async def test_limit_os_buffers_makes_the_server_hold_what_a_client_does_not_read():
+    room = set()
+
+    async def register(websocket):
+        room.add(websocket)
+        try:
+            await websocket.wait_closed()
+        finally:
+            room.discard(websocket)
+
+    server = await serve(register, compression=None)
+    client = await connect(server, name="reads-nothing")
+    limit_os_buffers(client, server, 64 * 1024)
+    [end] = room
+    client_socket = client.transport.get_extra_info("socket")
+    server_socket = end.transport.get_extra_info("socket")
+    received = client_socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    sent = server_socket.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    assert 64 * 1024 <= received <= 4 * 64 * 1024
+    assert 64 * 1024 <= sent <= 4 * 64 * 1024
+    # 4 MB: the client's queue (16 messages of 64 KiB) and the capped buffers hold less.
+    for _ in range(64):
+        broadcast(room, bytes(64 * 1024))
+        await asyncio.sleep(0)
+    await asyncio.sleep(50 * MS)
+    assert end.transport.get_write_buffer_size() > 1_000_000
+    # A closing handshake would wait behind those megabytes: drop the connection instead.
+    end.transport.abort()
+    with pytest.raises(ConnectionClosedError):
+        async for _ in client:
+            pass
+
+
+async def test_limit_os_buffers_needs_a_connection_from_that_client():
+    server = await serve(echo)
+    other = await serve(echo, name="other")
+    async with connect(other, name="elsewhere") as client:
+        with pytest.raises(ValueError, match="no connection from 'elsewhere'"):
+            limit_os_buffers(client, server)

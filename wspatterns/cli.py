@@ -1,6 +1,7 @@
-"""The command line: run the kit's reference servers from a terminal, for any client to reach.
+"""The command line: run the kit's reference servers, or its measurements, from a terminal.
 
 python -m wspatterns serve echo --port 8765
+python -m wspatterns bench broadcast --clients 10 100 1000
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 
+from .broadcasting import STRATEGIES
 from .errors import PortInUseError
 from .patterns import PATTERNS
 from .runtime import serve
@@ -40,8 +43,37 @@ def main(argv: list[str] | None = None) -> int:
     serving.add_argument("pattern", choices=sorted(PATTERNS), help="which handler to serve")
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serving.add_argument("--port", type=int, default=8765, help="port, 0 for any free one (8765)")
+    benching = commands.add_parser(
+        "bench",
+        help="measure something and print the table",
+        description="Measure something the lessons measure, and print the table.",
+    )
+    benches = benching.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    broadcasting = benches.add_parser(
+        "broadcast",
+        help="how late a broadcast reaches its clients, for each method and number of clients",
+        description="For each method and number of clients, run a broadcasting server and "
+        "its clients in two processes, measure the latency of what they receive, and print "
+        "one row per run.",
+    )
+    broadcasting.add_argument(
+        "--methods", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES),
+        metavar="METHOD", help=f"any of: {' '.join(STRATEGIES)} (all)",
+    )  # fmt: skip
+    broadcasting.add_argument(
+        "--clients", nargs="+", type=int, default=[10, 100, 1000], metavar="N",
+        help="numbers of clients (10 100 1000)",
+    )  # fmt: skip
+    broadcasting.add_argument("--size", type=int, default=64, help="bytes per message (64)")
+    broadcasting.add_argument("--rate", type=float, default=10.0, help="broadcasts a second (10)")
+    broadcasting.add_argument("--seconds", type=float, default=2.0, help="to measure each run (2)")
+    broadcasting.add_argument(
+        "--slow-client", action="store_true", help="add a client that never reads"
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "bench":
+        return _bench_broadcast(args)
     try:
         asyncio.run(_serve_until_stopped(args.pattern, args.host, args.port))
     except PortInUseError as exc:
@@ -65,3 +97,30 @@ async def _serve_until_stopped(pattern: str, host: str, port: int) -> None:
     finally:
         await server.stop()
         print("stopped", flush=True)
+
+
+def _bench_broadcast(args: argparse.Namespace) -> int:
+    """Run the broadcast sweep and print its table; 1 if a run failed, 2 for bad input."""
+    from .experiments import broadcast_experiment
+
+    started = time.perf_counter()
+    try:
+        results = asyncio.run(
+            broadcast_experiment(
+                args.methods,
+                args.clients,
+                size=args.size,
+                rate=args.rate,
+                seconds=args.seconds,
+                slow_client=args.slow_client,
+            )
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    print(results.to_string(index=False, float_format=lambda value: f"{value:.4g}"))
+    print(f"({len(results)} runs in {time.perf_counter() - started:.0f} s)")
+    return 0 if results["complete"].all() else 1

@@ -1,0 +1,850 @@
+"""Six ways to send one message to many clients, and the processes that measure them.
+
+A strategy keeps the clients a server has and sends them a message::
+
+    room = STRATEGIES["queue"]()
+    server = await serve(room.handler)
+    await room.broadcast("hello, everyone")
+
+The six are the ones upstream websockets compares in ``experiments/broadcast``:
+its own ``broadcast()``, awaiting ``send()`` to each client in turn, a task per
+client, ``asyncio.wait`` over those tasks, a queue and a relay task per client,
+and a chain of futures each client's relay follows. They differ in what one
+client that stops reading does to the others.
+
+To measure them as upstream does, a server and its clients run in separate
+processes; this module is both::
+
+    python -m wspatterns.broadcasting server --method naive --size 64 --rate 10
+    python -m wspatterns.broadcasting clients ws://127.0.0.1:PORT/ --count 100 --slow 1
+
+:class:`ServerProcess`, :class:`ClientsProcess` and :func:`measure` start and
+drive those processes from Python, and always stop them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NamedTuple
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Data
+from websockets.uri import parse_uri
+
+from .patterns import registration
+
+# The strategies
+
+
+async def send_quietly(websocket: ServerConnection, message: Data) -> None:
+    """Send ``message`` to one client; if that client has left, there is nobody to tell."""
+    try:
+        await websocket.send(message)
+    except ConnectionClosed:
+        pass
+
+
+class Strategy:
+    """A way to broadcast: serve ``handler``, then ``await broadcast(message)`` sends to everyone.
+
+    ``clients`` holds the open connections. Subclasses say how a message reaches them.
+    """
+
+    def __init__(self) -> None:
+        self.clients: set[ServerConnection] = set()
+        self._register = registration(self.clients)
+
+    async def handler(self, websocket: ServerConnection) -> None:
+        """Keep ``websocket`` in ``clients`` until it closes."""
+        await self._register(websocket)
+
+    async def broadcast(self, message: Data) -> None:
+        raise NotImplementedError
+
+
+class BuiltIn(Strategy):
+    """websockets' ``broadcast()``: writes to every open client at once and never waits.
+
+    A client that stops reading is not waited for; what it does not read piles up in its
+    write buffer until the keepalive ping gives up on it.
+    """
+
+    async def broadcast(self, message: Data) -> None:
+        broadcast(self.clients, message)
+
+
+class InTurn(Strategy):
+    """``await send()`` to each client in turn: a client that stops reading holds up the rest."""
+
+    async def broadcast(self, message: Data) -> None:
+        for websocket in list(self.clients):  # a copy: clients may leave while we await
+            await send_quietly(websocket, message)
+
+
+class TaskPerClient(Strategy):
+    """A ``send()`` task per client, and return at once: tasks pile up behind a slow client."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: set[asyncio.Task] = set()
+
+    async def broadcast(self, message: Data) -> None:
+        for websocket in self.clients:
+            task = asyncio.create_task(send_quietly(websocket, message))
+            self.tasks.add(task)  # asyncio itself keeps only a weak reference to a task
+            task.add_done_callback(self.tasks.discard)
+
+
+class WaitForAll(Strategy):
+    """A ``send()`` task per client, then wait for all of them: as slow as the slowest client."""
+
+    async def broadcast(self, message: Data) -> None:
+        if self.clients:  # asyncio.wait() refuses an empty set
+            sends = [asyncio.create_task(send_quietly(ws, message)) for ws in self.clients]
+            await asyncio.wait(sends)
+
+
+class QueuePerClient(Strategy):
+    """A queue per client, emptied by that client's relay task: a slow client's queue grows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queues: dict[ServerConnection, asyncio.Queue] = {}
+
+    async def handler(self, websocket: ServerConnection) -> None:
+        queue = self.queues[websocket] = asyncio.Queue()
+        relay = asyncio.create_task(self.relay(websocket, queue))
+        try:
+            await super().handler(websocket)
+        finally:
+            del self.queues[websocket]
+            relay.cancel()
+
+    async def relay(self, websocket: ServerConnection, queue: asyncio.Queue) -> None:
+        while True:
+            await send_quietly(websocket, await queue.get())
+
+    async def broadcast(self, message: Data) -> None:
+        for queue in self.queues.values():
+            queue.put_nowait(message)
+
+
+class FutureChain(Strategy):
+    """Publish into a chain of futures that each client's relay task follows at its own pace.
+
+    Each future holds a message and the next future; a slow client's relay keeps the
+    chain from where it is, so everything published since stays in memory.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next: asyncio.Future | None = None
+
+    @property
+    def next(self) -> asyncio.Future:
+        """The future the next message will be published into."""
+        if self._next is None:  # made here, on the running loop, not in __init__
+            self._next = asyncio.get_running_loop().create_future()
+        return self._next
+
+    async def handler(self, websocket: ServerConnection) -> None:
+        relay = asyncio.create_task(self.relay(websocket, self.next))
+        try:
+            await super().handler(websocket)
+        finally:
+            relay.cancel()
+
+    async def relay(self, websocket: ServerConnection, future: asyncio.Future) -> None:
+        while True:
+            # shield(): cancelling this relay must not cancel the future the others wait on.
+            message, future = await asyncio.shield(future)
+            await send_quietly(websocket, message)
+
+    async def broadcast(self, message: Data) -> None:
+        published, self._next = self.next, asyncio.get_running_loop().create_future()
+        published.set_result((message, self._next))
+
+
+#: The strategies by the names upstream's experiment gives them.
+STRATEGIES: dict[str, type[Strategy]] = {
+    "default": BuiltIn,
+    "naive": InTurn,
+    "task": TaskPerClient,
+    "wait": WaitForAll,
+    "queue": QueuePerClient,
+    "pubsub": FutureChain,
+}
+
+
+def check_method(method: str) -> None:
+    """Raise ValueError, naming the strategies there are, unless ``method`` is one of them."""
+    if method not in STRATEGIES:
+        raise ValueError(
+            f"unknown broadcast method {method!r}; the methods are: {', '.join(STRATEGIES)}."
+        )
+
+
+# Messages that carry the time they were sent
+
+
+def stamped_message(size: int) -> bytes:
+    """``size`` bytes starting with ``time.time_ns()`` in digits and a space, then random bytes.
+
+    Random bytes, because compression would shrink anything else to nothing. A message is
+    never shorter than its stamp (19 digits).
+    """
+    stamp = str(time.time_ns()).encode()
+    if size <= len(stamp) + 1:
+        return stamp
+    return stamp + b" " + os.urandom(size - len(stamp) - 1)
+
+
+def latency_ns(message: Data, received: int) -> int:
+    """Nanoseconds from the stamp of ``message`` to ``received`` (a ``time.time_ns()``)."""
+    if isinstance(message, str):
+        message = message.encode()
+    return received - int(message.partition(b" ")[0])
+
+
+def percentile(ordered: list[int], share: float) -> int:
+    """The value below which ``share`` (0 to 1) of the sorted ``ordered`` values fall."""
+    index = max(0, math.ceil(share * len(ordered)) - 1)  # nearest rank
+    return ordered[index]
+
+
+# The server process
+
+
+def resident_bytes() -> int:
+    """Memory this process occupies right now (resident set), in bytes; where the system
+    does not say, the most it has occupied so far."""
+    try:
+        with open("/proc/self/statm") as statm:  # Linux
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        # Elsewhere only the peak is known (and on Linux it would include the parent's,
+        # inherited through fork).
+        import resource  # not on Windows, where this module's processes do not run anyway
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class Broadcaster:
+    """Broadcasts a stamped message every ``1 / rate`` seconds and measures the CPU it takes.
+
+    A window opens at each :meth:`start`; :meth:`report` says what happened since.
+    """
+
+    def __init__(self, strategy: Strategy, size: int, rate: float) -> None:
+        self.strategy = strategy
+        self.size = size
+        self.period = 1 / rate
+        self.broadcasts = 0
+        self.busy = 0.0  # seconds spent inside strategy.broadcast()
+        self.open = False
+        self._task: asyncio.Task | None = None
+        self._wall = self._cpu = 0.0
+
+    def start(self) -> None:
+        """Broadcast (if paused) and open a new measuring window."""
+        self.broadcasts, self.busy, self.open = 0, 0.0, True
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        if self._task is None:
+            self._task = asyncio.create_task(self._broadcast_forever())
+
+    def pause(self) -> None:
+        """Stop broadcasting, even in the middle of a broadcast; the window closes."""
+        self.open = False
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def report(self) -> dict[str, Any]:
+        """What the window measured: broadcasts, the time one took on average, seconds, CPU
+        load (CPU time / wall time), and the memory the process occupies at the end."""
+        wall = time.perf_counter() - self._wall
+        cpu = time.process_time() - self._cpu
+        each = self.busy / self.broadcasts if self.broadcasts else None
+        return {
+            "event": "report",
+            "clients": len(self.strategy.clients),
+            "broadcasts": self.broadcasts,
+            "broadcast_ms": None if each is None else round(each * 1000, 3),
+            "seconds": round(wall, 4),
+            "cpu": round(cpu / wall, 4) if wall > 0 else None,
+            "memory_mb": round(resident_bytes() / 2**20, 1),
+        }
+
+    async def _broadcast_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            start = time.perf_counter()
+            await self.strategy.broadcast(stamped_message(self.size))
+            self.busy += time.perf_counter() - start
+            self.broadcasts += 1
+            # Keep to the schedule; after a broadcast that overran it, start again from now
+            # rather than sending a burst to catch up.
+            due = max(due + self.period, loop.time())
+            await asyncio.sleep(due - loop.time())
+
+
+async def run_server(method: str, size: int, rate: float, *, kit: bool, paused: bool) -> None:
+    """Serve on 127.0.0.1, print the URL, broadcast, and obey commands on stdin until told to quit.
+
+    Commands, one per line: ``start`` (broadcast and open a measuring window), ``stop``
+    (print the window's report as a JSON line and pause), ``quit``. End of stdin, SIGTERM
+    and SIGINT also quit, after printing the report of a window still open.
+    """
+    strategy = STRATEGIES[method]()
+    options = {"compression": None}  # as upstream's experiment: the cost is in the sending
+    if kit:
+        from .runtime import serve as kit_serve
+
+        kit_server = await kit_serve(strategy.handler, name=f"broadcast-{method}", **options)
+        url = kit_server.url
+    else:
+        ws_server = await serve(strategy.handler, "127.0.0.1", 0, **options)
+        url = f"ws://127.0.0.1:{ws_server.sockets[0].getsockname()[1]}/"
+    _say(url)
+    broadcaster = Broadcaster(strategy, size, rate)
+    if not paused:
+        broadcaster.start()
+
+    def report() -> None:
+        figures = broadcaster.report()
+        if kit:  # proof that recording was on: events recorded since the server started
+            figures["recorded"] = kit_server.flow.recorded
+        _say(figures)
+
+    async def obey() -> None:
+        async for command in _stdin_lines():
+            if command == "start":
+                broadcaster.start()
+            elif command == "stop":
+                report()
+                broadcaster.pause()
+            elif command == "quit":
+                return
+
+    try:
+        await _until_signal(obey())
+        if broadcaster.open:
+            report()
+    finally:
+        broadcaster.pause()
+        if kit:
+            await kit_server.stop()
+        else:
+            ws_server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws_server.wait_closed(), 5)
+
+
+# The clients process
+
+
+#: Opening handshakes the clients process runs at once: enough to be quick, few enough
+#: not to overflow the server's accept queue.
+OPENING_AT_ONCE = 50
+
+
+class LatencyLog:
+    """Latencies of the messages ``count`` clients receive, while a window is open."""
+
+    def __init__(self, count: int) -> None:
+        self.received = [0] * count
+        self.latencies: list[int] = []
+        self.open = False
+        self._since = self._cpu = 0.0
+
+    def start(self) -> None:
+        """Forget what was measured, and measure from now."""
+        self.received = [0] * len(self.received)
+        self.latencies = []
+        self.open, self._since, self._cpu = True, time.perf_counter(), time.process_time()
+
+    def record(self, client: int, message: Data) -> None:
+        if self.open:
+            self.latencies.append(latency_ns(message, time.time_ns()))
+            self.received[client] += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Messages received and latency percentiles (ms) since :meth:`start`; None without any."""
+        ordered = sorted(self.latencies)
+        wall = time.perf_counter() - self._since
+        result: dict[str, Any] = {
+            "event": "summary",
+            "seconds": round(wall, 4),
+            "cpu": round((time.process_time() - self._cpu) / wall, 4),  # of the clients' process
+            "messages": len(ordered),
+            "fewest": min(self.received, default=0),  # by the client that received the fewest
+        }
+        for name, share in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
+            value = percentile(ordered, share) / 1e6 if ordered else None
+            result[f"{name}_ms"] = None if value is None else round(value, 3)
+        return result
+
+
+async def open_slow_client(url: str, timeout: float) -> ClientConnection:
+    """A client that never reads: it asks its kernel for the smallest receive buffer, and
+    websockets reads at most one message for it, so what the server sends it piles up sooner."""
+    uri = parse_uri(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(
+            asyncio.get_running_loop().sock_connect(sock, (uri.host, uri.port)), timeout
+        )
+        return await connect(url, sock=sock, proxy=None, max_queue=1, open_timeout=timeout)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def run_clients(
+    url: str, count: int, slow: int = 0, *, seconds: float | None, warmup: float = 0.5
+) -> int:
+    """Open ``count`` clients (and ``slow`` that never read), print progress as JSON lines.
+
+    With ``seconds``, measure for that long after ``warmup`` and print the summary; without,
+    obey ``start`` / ``stop`` / ``quit`` lines on stdin. Returns the exit code: 1 if no
+    client could connect.
+    """
+    timeout = 30.0
+    gate = asyncio.Semaphore(OPENING_AT_ONCE)
+
+    async def open_one(is_slow: bool) -> ClientConnection:
+        async with gate:
+            if is_slow:
+                return await open_slow_client(url, timeout)
+            return await connect(url, proxy=None, max_size=None, open_timeout=timeout)
+
+    opened = await asyncio.gather(
+        *(open_one(False) for _ in range(count)),
+        *(open_one(True) for _ in range(slow)),
+        return_exceptions=True,
+    )
+    clients = [c for c in opened[:count] if isinstance(c, ClientConnection)]
+    slow_clients = [c for c in opened[count:] if isinstance(c, ClientConnection)]
+    errors = [c for c in opened if isinstance(c, BaseException)]
+    _say(
+        {
+            "event": "ready",
+            "connected": len(clients),
+            "slow": len(slow_clients),
+            "failed": len(errors),
+            "error": f"{type(errors[0]).__name__}: {errors[0]}" if errors else None,
+        }
+    )
+    if not clients:
+        print(f"no client could connect to {url}", file=sys.stderr, flush=True)
+        return 1
+
+    log = LatencyLog(len(clients))
+    closed = 0
+
+    async def read(number: int, websocket: ClientConnection) -> None:
+        nonlocal closed
+        try:
+            async for message in websocket:
+                log.record(number, message)
+        except ConnectionClosed:
+            pass
+        closed += 1
+
+    def summary() -> dict[str, Any]:
+        still_open = sum(1 for c in slow_clients if c.protocol.state.name == "OPEN")
+        return {**log.summary(), "closed": closed, "slow_open": still_open}
+
+    readers = [asyncio.create_task(read(n, c)) for n, c in enumerate(clients)]
+    try:
+        if seconds is not None:
+            await _until_signal(_timed(log, warmup, seconds))
+            _say(summary())
+        else:
+
+            async def obey() -> None:
+                async for command in _stdin_lines():
+                    if command == "start":
+                        log.start()
+                    elif command == "stop":
+                        _say(summary())
+                        log.open = False
+                    elif command == "quit":
+                        return
+
+            await _until_signal(obey())
+    finally:
+        for reader in readers:
+            reader.cancel()
+        # No closing handshakes: a server stuck sending to a slow client would delay them.
+        for websocket in clients + slow_clients:
+            websocket.transport.abort()
+    return 0
+
+
+async def _timed(log: LatencyLog, warmup: float, seconds: float) -> None:
+    await asyncio.sleep(warmup)
+    log.start()
+    await asyncio.sleep(seconds)
+
+
+# Both processes
+
+
+def _say(what: str | dict[str, Any]) -> None:
+    """One line on stdout, JSON for anything but a plain string, flushed at once."""
+    print(what if isinstance(what, str) else json.dumps(what), flush=True)
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    """The lines of stdin, stripped, until it ends; nothing if stdin cannot be read."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (ValueError, OSError):  # a regular file, or no stdin at all
+        return
+    while line := await reader.readline():
+        yield line.decode().strip()
+
+
+async def _until_signal(work: Any) -> None:
+    """Await ``work`` until it ends or SIGTERM / SIGINT arrives, whichever comes first."""
+    signalled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signalled.set)
+    task = asyncio.ensure_future(work)
+    waiting = asyncio.ensure_future(signalled.wait())
+    try:
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, waiting):
+            pending.cancel()
+        await asyncio.gather(task, waiting, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+def _raise_file_limit() -> None:
+    """A thousand connections need a thousand file descriptors; ask for as many as allowed."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server or the clients process named in ``argv``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m wspatterns.broadcasting",
+        description="The two processes of the broadcast experiment.",
+    )
+    roles = parser.add_subparsers(dest="role", required=True)
+    server = roles.add_parser(
+        "server",
+        help="broadcast to every client; print the URL, then a JSON report",
+        description="Serve on 127.0.0.1 (any free port), print the URL, and broadcast a "
+        "stamped message every 1/rate s. Reads commands on stdin: start, stop (prints the "
+        "report as JSON), quit; end of stdin, SIGTERM and SIGINT quit too.",
+    )
+    server.add_argument("--method", choices=list(STRATEGIES), default="default")
+    server.add_argument("--size", type=int, default=64, help="bytes per message (64)")
+    server.add_argument("--rate", type=float, default=10.0, help="broadcasts a second (10)")
+    server.add_argument("--kit", action="store_true", help="serve with wspatterns (recording)")
+    server.add_argument("--paused", action="store_true", help="wait for 'start' to broadcast")
+    clients = roles.add_parser(
+        "clients",
+        help="open clients to URL; print latencies as JSON",
+        description="Open COUNT clients to URL and measure how late messages arrive. With "
+        "--seconds, measure that long and print a JSON summary; without, measure between "
+        "'start' and 'stop' lines on stdin.",
+    )
+    clients.add_argument("url")
+    clients.add_argument("--count", type=int, default=10, help="clients that read (10)")
+    clients.add_argument("--slow", type=int, default=0, help="clients that never read (0)")
+    clients.add_argument("--seconds", type=float, help="measure this long, then exit")
+    clients.add_argument("--warmup", type=float, default=0.5, help="before measuring (0.5 s)")
+    args = parser.parse_args(argv)
+    _raise_file_limit()
+    if args.role == "server":
+        if args.size < 0 or not args.rate > 0:
+            parser.error("--size must be 0 or more and --rate more than 0")
+        asyncio.run(run_server(args.method, args.size, args.rate, kit=args.kit, paused=args.paused))
+        return 0
+    if args.count < 1 or args.slow < 0:
+        parser.error("--count must be 1 or more and --slow 0 or more")
+    return asyncio.run(
+        run_clients(args.url, args.count, args.slow, seconds=args.seconds, warmup=args.warmup)
+    )
+
+
+# Driving the processes from Python
+
+
+class ProcessFailed(RuntimeError):
+    """A server or clients process died or stopped answering; the message says which and how."""
+
+
+#: Process groups started here and not yet known to be gone: killed at interpreter exit.
+_live_groups: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for group in list(_live_groups):
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+
+
+class _ChildProcess:
+    """A ``python -m wspatterns.broadcasting`` process, started in a session of its own.
+
+    Its own process group can be killed whole, and Ctrl+C in a terminal reaches only us.
+    """
+
+    role = ""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.process: asyncio.subprocess.Process | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=5)
+        self._stderr_task: asyncio.Task | None = None
+
+    async def _start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wspatterns.broadcasting", *self.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        _live_groups.add(self.process.pid)
+        self._stderr_task = asyncio.create_task(self._keep_stderr_tail())
+
+    async def _keep_stderr_tail(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            if line.strip():
+                self.stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    def send(self, command: str) -> None:
+        """Write one command line to the process; a process already gone is noticed on reading."""
+        assert self.process is not None and self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            self.process.stdin.write(command.encode() + b"\n")
+
+    async def read(self, timeout: float, what: str) -> str:
+        """The next line the process prints; ProcessFailed if it ends or takes over ``timeout``."""
+        assert self.process is not None and self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        except TimeoutError:
+            raise ProcessFailed(
+                f"the {self.role} process gave no {what} within {timeout:g} s{self._last_words()}"
+            ) from None
+        if not line:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 2)
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)  # its last words
+            raise ProcessFailed(
+                f"the {self.role} process exited with code {self.process.returncode} "
+                f"before its {what}{self._last_words()}"
+            )
+        return line.decode().strip()
+
+    async def read_json(self, timeout: float, what: str) -> dict[str, Any]:
+        line = await self.read(timeout, what)
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise ProcessFailed(f"the {self.role} process printed {line!r}, not a {what}") from None
+
+    async def gone(self) -> str | None:
+        """If the process has exited (or does within a second), say how; else None."""
+        assert self.process is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.process.wait(), 1)
+            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
+        if self.process.returncode is None:
+            return None
+        return f"the {self.role} process exited with code {self.process.returncode}" + (
+            self._last_words()
+        )
+
+    def _last_words(self) -> str:
+        return f"; its last words: {self.stderr_tail[-1]}" if self.stderr_tail else ""
+
+    def kill(self) -> None:
+        """Kill the process and anything it started, at once."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Ask the process to quit (end of stdin), kill it after ``grace`` s, and reap it."""
+        process = self.process
+        if process is None:
+            return
+        try:
+            if process.returncode is None and grace > 0:
+                assert process.stdin is not None
+                with contextlib.suppress(OSError, RuntimeError):
+                    process.stdin.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), grace)
+        finally:
+            self.kill()  # its group, too: whatever it started goes with it
+            _live_groups.discard(process.pid)
+            if self._stderr_task is not None:
+                self._stderr_task.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 5)
+
+    async def __aexit__(self, exc_type: Any, *exc_info: Any) -> None:
+        # After an error or a cancellation, nobody is waiting for a polite goodbye.
+        await self.close(grace=5.0 if exc_type is None else 0)
+
+
+class ServerProcess(_ChildProcess):
+    """A broadcasting server in its own process; ``async with ServerProcess(...) as server:``.
+
+    ``server.url`` is where it listens. It starts paused: ``start()`` broadcasts and opens a
+    measuring window, ``await stop()`` pauses and returns the window's report. Leaving the
+    block stops the process (killing it after an error). Raises :class:`ProcessFailed`.
+    """
+
+    role = "server"
+
+    def __init__(
+        self, method: str, *, size: int = 64, rate: float = 10.0, kit: bool = False
+    ) -> None:
+        check_method(method)
+        args = ["server", "--method", method, "--size", str(size), "--rate", str(rate), "--paused"]
+        super().__init__(args + (["--kit"] if kit else []))
+        self.method, self.kit = method, kit
+        self.url = ""
+
+    async def __aenter__(self) -> ServerProcess:
+        await self._start()
+        try:
+            self.url = await self.read(30, "URL")
+        except BaseException:
+            await self.close(grace=0)
+            raise
+        return self
+
+    def start(self) -> None:
+        """Broadcast, and measure from now."""
+        self.send("start")
+
+    async def stop(self, timeout: float = 30) -> dict[str, Any]:
+        """Pause, and return what was measured since ``start()``: broadcasts, cpu, memory_mb."""
+        self.send("stop")
+        return await self.read_json(timeout, "report")
+
+
+class ClientsProcess(_ChildProcess):
+    """``count`` clients of ``url`` (plus ``slow`` that never read) in their own process.
+
+    Entering waits until they are connected (``ready`` says how many could);
+    ``start()`` opens a measuring window, ``await stop()`` returns its summary (messages,
+    p50/p95/p99/max latency in ms). Raises :class:`ProcessFailed`.
+    """
+
+    role = "clients"
+
+    def __init__(self, url: str, count: int, *, slow: int = 0) -> None:
+        super().__init__(["clients", url, "--count", str(count), "--slow", str(slow)])
+        self.count, self.slow = count, slow
+        self.ready: dict[str, Any] = {}
+
+    async def __aenter__(self) -> ClientsProcess:
+        await self._start()
+        try:
+            self.ready = await self.read_json(30 + (self.count + self.slow) / 20, "ready line")
+        except BaseException:
+            await self.close(grace=0)
+            raise
+        return self
+
+    def start(self) -> None:
+        """Measure from now."""
+        self.send("start")
+
+    async def stop(self, timeout: float = 30) -> dict[str, Any]:
+        """Stop measuring, and return the summary of what was measured since ``start()``."""
+        self.send("stop")
+        return await self.read_json(timeout, "summary")
+
+
+class Measurement(NamedTuple):
+    """What one run measured: how many clients connected, what they saw, what the server did."""
+
+    ready: dict[str, Any]  # connected, slow, failed, error (the first one)
+    clients: dict[str, Any]  # messages, fewest, p50_ms, p95_ms, p99_ms, max_ms, closed, slow_open
+    server: dict[str, Any]  # clients, broadcasts, broadcast_ms, seconds, cpu, memory_mb
+
+
+async def measure(
+    method: str,
+    clients: int,
+    *,
+    size: int = 64,
+    rate: float = 10.0,
+    seconds: float = 2.0,
+    slow: int = 0,
+    kit: bool = False,
+    phase: Callable[[str], None] | None = None,
+) -> Measurement:
+    """One run: a server process broadcasting with ``method`` to a clients process.
+
+    Warms up, then measures for ``seconds``; ``phase(text)`` hears what is happening.
+    Raises :class:`ProcessFailed` if either process dies or stops answering; both are
+    gone when this returns or raises, even when cancelled.
+    """
+    say = phase or (lambda _: None)
+    say("starting the server")
+    async with ServerProcess(method, size=size, rate=rate, kit=kit) as server:
+        say(f"connecting {clients} clients" + (f" and {slow} slow" if slow else ""))
+        try:
+            async with ClientsProcess(server.url, clients, slow=slow) as audience:
+                if not audience.ready["connected"]:
+                    raise ProcessFailed(f"no client could connect: {audience.ready['error']}")
+                say("warming up")
+                server.start()
+                await asyncio.sleep(max(0.5, 2 / rate))
+                say(f"measuring for {seconds:g} s")
+                server.start()  # a new window: the warm-up does not count
+                audience.start()
+                await asyncio.sleep(seconds)
+                summary = await audience.stop()
+                report = await server.stop()
+        except ProcessFailed as exc:
+            # The clients fail when their server dies: then the server's fate is the news.
+            raise ProcessFailed(await server.gone() or str(exc)) from None
+        say("stopping")
+    return Measurement(audience.ready, summary, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -80,7 +80,8 @@ class BuiltIn(Strategy):
     """websockets' ``broadcast()``: writes to every open client at once and never waits.
 
     A client that stops reading is not waited for; what it does not read piles up in its
-    write buffer until the keepalive ping gives up on it.
+    write buffer for as long as it does not read (once that buffer is full, websockets 17's
+    keepalive ping waits behind it and never times out).
     """
 
     async def broadcast(self, message: Data) -> None:

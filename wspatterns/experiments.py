@@ -400,6 +400,7 @@ def broadcast_plot(results: pandas.DataFrame) -> Figure:
         panel.xaxis.set_minor_locator(NullLocator())
         panel.set_xticklabels([f"{count:,}" for count in counts])
         panel.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        panel.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         panel.set_xlabel("clients")
         panel.set_title(title)
         panel.grid(True, which="both", alpha=0.3)

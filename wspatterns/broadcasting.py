@@ -624,6 +624,16 @@ class _ChildProcess:
     """
 
     role = ""
+    report = ""  # what stop() reads back
+
+    def start(self) -> None:
+        """Measure from now (a server also starts broadcasting)."""
+        self.send("start")
+
+    async def stop(self, timeout: float = 30) -> dict[str, Any]:
+        """Stop measuring (a server pauses) and return what was measured since ``start()``."""
+        self.send("stop")
+        return await self.read_json(timeout, self.report)
 
     def __init__(self, args: list[str]) -> None:
         self.args = args
@@ -754,14 +764,7 @@ class ServerProcess(_ChildProcess):
             raise
         return self
 
-    def start(self) -> None:
-        """Broadcast, and measure from now."""
-        self.send("start")
-
-    async def stop(self, timeout: float = 30) -> dict[str, Any]:
-        """Pause, and return what was measured since ``start()``: broadcasts, cpu, memory_mb."""
-        self.send("stop")
-        return await self.read_json(timeout, "report")
+    report = "report"  # broadcasts, cpu, memory_mb
 
 
 class ClientsProcess(_ChildProcess):
@@ -788,14 +791,7 @@ class ClientsProcess(_ChildProcess):
             raise
         return self
 
-    def start(self) -> None:
-        """Measure from now."""
-        self.send("start")
-
-    async def stop(self, timeout: float = 30) -> dict[str, Any]:
-        """Stop measuring, and return the summary of what was measured since ``start()``."""
-        self.send("stop")
-        return await self.read_json(timeout, "summary")
+    report = "summary"  # messages, fewest, p50_ms, p95_ms, p99_ms, max_ms, closed, slow_open
 
 
 class Measurement(NamedTuple):

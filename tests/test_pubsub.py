@@ -1,0 +1,332 @@
+"""The pub/sub hub, on both backends, and the JSON protocol its handler speaks."""
+
+import asyncio
+import json
+import socket
+from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
+
+import pytest
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed
+
+from wspatterns import connect, serve
+from wspatterns.pubsub import ACTIONS, MemoryHub, RedisHub, hub_handler
+from wspatterns.redis_server import start_redis
+
+from .utils import MS
+
+MAX_SIZE = 1024  # the servers' max_size here: small, so oversize messages are cheap
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def hub(request):
+    if request.param == "memory":
+        hub = MemoryHub()
+    else:
+        hub = RedisHub(request.getfixturevalue("redis_server").url)
+    async with hub:
+        yield hub
+
+
+@pytest.fixture
+async def server(hub):
+    async with serve(hub_handler(hub, max_errors=5), max_size=MAX_SIZE) as server:
+        yield server
+    assert server.errors == []
+
+
+async def send(websocket, **request):
+    await websocket.send(json.dumps(request))
+
+
+async def receive(websocket):
+    async with asyncio.timeout(1000 * MS):
+        return json.loads(await websocket.recv())
+
+
+async def subscribe(websocket, channel):
+    await send(websocket, action="subscribe", channel=channel)
+    assert await receive(websocket) == {"subscribed": channel}
+
+
+async def closed_with(websocket) -> int:
+    """The close code the server sent, once the connection is closed."""
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(1000 * MS):
+            while True:
+                await websocket.recv()
+    return websocket.close_code
+
+
+async def eventually(condition) -> None:
+    async with asyncio.timeout(1000 * MS):
+        while not condition():
+            await asyncio.sleep(5 * MS)
+
+
+async def still_served(server):
+    """A new client can subscribe and hear itself publish: the server serves as before."""
+    async with connect(server) as websocket:
+        await subscribe(websocket, "still-here")
+        await send(websocket, action="publish", channel="still-here", message="yes")
+        assert await receive(websocket) == {"channel": "still-here", "message": "yes"}
+
+
+# Subscribe, publish, unsubscribe
+
+
+async def test_a_subscriber_gets_what_another_client_publishes(server):
+    async with connect(server) as reader, connect(server) as writer:
+        await subscribe(reader, "news")
+        await send(writer, action="publish", channel="news", message="hello")
+        assert await receive(reader) == {"channel": "news", "message": "hello"}
+
+
+async def test_a_message_reaches_only_its_channel(server):
+    async with connect(server) as news, connect(server) as sport, connect(server) as writer:
+        await subscribe(news, "news")
+        await subscribe(sport, "sport")
+        await send(writer, action="publish", channel="news", message="elections")
+        await send(writer, action="publish", channel="sport", message="football")
+        assert await receive(sport) == {"channel": "sport", "message": "football"}
+        assert await receive(news) == {"channel": "news", "message": "elections"}
+
+
+async def test_after_unsubscribing_nothing_more_arrives(server, hub):
+    async with connect(server) as reader, connect(server) as writer:
+        await subscribe(reader, "news")
+        await subscribe(reader, "later")
+        await send(reader, action="unsubscribe", channel="news")
+        assert await receive(reader) == {"unsubscribed": "news"}
+        assert hub.subscribers("news") == 0
+        await send(writer, action="publish", channel="news", message="missed")
+        await send(writer, action="publish", channel="later", message="heard")
+        assert await receive(reader) == {"channel": "later", "message": "heard"}
+
+
+async def test_subscribing_and_unsubscribing_twice_is_harmless(server, hub):
+    async with connect(server) as websocket:
+        await subscribe(websocket, "news")
+        await subscribe(websocket, "news")
+        assert hub.subscribers("news") == 1
+        await send(websocket, action="publish", channel="news", message="once")
+        assert await receive(websocket) == {"channel": "news", "message": "once"}
+        for _ in range(2):
+            await send(websocket, action="unsubscribe", channel="news")
+            assert await receive(websocket) == {"unsubscribed": "news"}
+        assert hub.channels == set()
+
+
+async def test_every_subscriber_gets_the_messages_in_the_order_published(server):
+    async with connect(server) as one, connect(server) as two, connect(server) as writer:
+        await subscribe(one, "news")
+        await subscribe(two, "news")
+        for number in range(5):
+            await send(writer, action="publish", channel="news", message=str(number))
+        for reader in (one, two):
+            received = [(await receive(reader))["message"] for _ in range(5)]
+            assert received == ["0", "1", "2", "3", "4"]
+
+
+async def test_subscriptions_are_removed_when_the_client_leaves(server, hub):
+    async with connect(server) as staying:
+        await subscribe(staying, "news")
+        async with connect(server) as leaving:
+            await subscribe(leaving, "news")
+            await subscribe(leaving, "sport")
+            assert hub.subscribers("news") == 2 and hub.channels == {"news", "sport"}
+        await eventually(lambda: hub.channels == {"news"})
+        assert hub.subscribers("news") == 1
+    await eventually(lambda: hub.channels == set())
+
+
+async def test_a_redis_hub_unsubscribes_in_redis_when_the_last_client_leaves(redis_server):
+    async with RedisHub(redis_server.url) as hub, serve(hub_handler(hub)) as server:
+        spy = redis.asyncio.from_url(redis_server.url, decode_responses=True)
+        async with connect(server) as websocket:
+            await subscribe(websocket, "numsub")
+            assert await spy.pubsub_numsub("numsub") == [("numsub", 1)]
+        await eventually(lambda: hub.channels == set())
+        assert await spy.pubsub_numsub("numsub") == [("numsub", 0)]
+        await spy.aclose()
+
+
+async def test_servers_on_two_redis_hubs_share_channels_as_separate_processes_would(redis_server):
+    async with RedisHub(redis_server.url) as hub_1, RedisHub(redis_server.url) as hub_2:
+        async with (
+            serve(hub_handler(hub_1), name="one") as one,
+            serve(hub_handler(hub_2), name="two") as two,
+        ):
+            async with connect(one) as reader, connect(two) as writer:
+                await subscribe(reader, "across")
+                await send(writer, action="publish", channel="across", message="hi")
+                assert await receive(reader) == {"channel": "across", "message": "hi"}
+
+
+async def test_the_hub_interface_works_without_websockets(hub):
+    received = []
+    await hub.subscribe("news", lambda channel, message: received.append((channel, message)))
+    await hub.publish("news", "direct")
+    await hub.publish("sport", "elsewhere")
+    await eventually(lambda: received)
+    assert received == [("news", "direct")]
+
+
+# Bad input
+
+
+@pytest.mark.parametrize(
+    "frame, error",
+    [
+        ("{not json", "malformed JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('"subscribe"', "expected a JSON object"),
+        ('{"action": "shout", "channel": "news"}', "unknown action 'shout'"),
+        ('{"channel": "news"}', "unknown action None"),
+        ('{"action": "subscribe"}', "subscribe needs a channel"),
+        ('{"action": "subscribe", "channel": ""}', "invalid channel ''"),
+        ('{"action": "subscribe", "channel": "bad name!"}', "invalid channel 'bad name!'"),
+        ('{"action": "subscribe", "channel": "%s"}' % ("x" * 65), "invalid channel"),
+        ('{"action": "unsubscribe", "channel": 7}', "invalid channel 7"),
+        ('{"action": "publish", "channel": "news"}', 'publish needs a "message"'),
+        ('{"action": "publish", "channel": "news", "message": 1}', 'needs a "message"'),
+        ('{"action": "publish", "channel": "news", "message": "\\ud800"}', "Unicode"),
+    ],
+)
+async def test_a_bad_request_gets_a_clear_error_and_the_connection_goes_on(server, frame, error):
+    async with connect(server) as websocket:
+        await websocket.send(frame)
+        reply = await receive(websocket)
+        assert set(reply) == {"error"} and error in reply["error"]
+        await subscribe(websocket, "news")  # the same connection still works
+    await still_served(server)
+
+
+async def test_a_binary_frame_closes_with_1003(server, hub):
+    async with connect(server) as websocket:
+        await subscribe(websocket, "news")
+        await websocket.send(b'{"action": "publish", "channel": "news", "message": "x"}')
+        assert await closed_with(websocket) == 1003
+    await eventually(lambda: hub.channels == set())
+    await still_served(server)
+
+
+async def test_a_message_over_max_size_closes_with_1009(server, hub):
+    async with connect(server) as websocket:
+        await subscribe(websocket, "news")
+        await send(websocket, action="publish", channel="news", message="x" * MAX_SIZE)
+        assert await closed_with(websocket) == 1009
+    await eventually(lambda: hub.channels == set())
+    await still_served(server)
+
+
+async def test_repeated_bad_requests_close_with_1008(server):
+    async with connect(server) as websocket:
+        for _ in range(5):  # the server fixture's max_errors
+            await websocket.send("{not json")
+        assert await closed_with(websocket) == 1008
+        assert "5 bad messages" in websocket.close_reason
+    await still_served(server)
+
+
+async def test_a_client_that_does_not_read_is_dropped_with_1008(hub):
+    handler = hub_handler(hub, outbox_size=4)
+
+    async def with_a_small_send_buffer(websocket):
+        websocket.transport.get_extra_info("socket").setsockopt(SOL_SOCKET, SO_SNDBUF, 4096)
+        await handler(websocket)
+
+    async with serve(with_a_small_send_buffer) as server:
+        # Loopback buffers can hold many megabytes: make them small, so that the
+        # server's send() soon waits and the outbox fills.
+        sock = socket.socket()
+        sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        async with connect(server, sock=sock, max_queue=1) as slow:
+            await subscribe(slow, "firehose")
+            for _ in range(2000):
+                await hub.publish("firehose", "x" * 60_000)
+                await asyncio.sleep(0)
+                if hub.subscribers("firehose") == 0:
+                    break
+            assert hub.channels == set()
+            assert await closed_with(slow) == 1008
+            assert "too slow" in slow.close_reason
+        await still_served(server)
+        assert server.errors == []
+
+
+# Anything at all
+
+
+def json_values():
+    """Any JSON at all: numbers, strings, arrays, objects, nested."""
+    text = st.text(max_size=20)
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text
+    nested = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+        max_leaves=8,
+    )
+    return nested.map(json.dumps)
+
+
+def requests():
+    """JSON objects that look more or less like requests, so the fuzzing gets past json.loads."""
+    value = st.one_of(
+        st.sampled_from(ACTIONS),
+        st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True),
+        st.text(max_size=80),
+        st.integers(),
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+    )
+    keys = st.sampled_from(["action", "channel", "message", "extra"])
+    return st.dictionaries(keys, value, max_size=4).map(json.dumps)
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    database=None,  # no .hypothesis/ folder left in the checkout
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    frames=st.lists(
+        # Under max_size: what is bigger gets 1009, as test_a_message_over_max_size... shows.
+        st.one_of(st.text(max_size=200), json_values(), requests()).filter(
+            lambda frame: len(frame.encode()) < MAX_SIZE
+        ),
+        max_size=4,
+    )
+)
+async def test_arbitrary_text_frames_get_answers_and_harm_nobody(server, hub, frames):
+    async with asyncio.timeout(3000 * MS):  # no hang
+        async with connect(server) as bystander, connect(server) as fuzzer:
+            await subscribe(bystander, "bystander")
+            for frame in frames:
+                await fuzzer.send(frame)
+            # Fewer frames than max_errors: the connection stays open, and answers
+            # everything up to a last request of ours, in order.
+            await send(fuzzer, action="subscribe", channel="the-end")
+            while (reply := await receive(fuzzer)) != {"subscribed": "the-end"}:
+                assert set(reply) in (
+                    {"error"},
+                    {"subscribed"},
+                    {"unsubscribed"},
+                    {"channel", "message"},
+                ), reply
+            await send(fuzzer, action="publish", channel="bystander", message="still there?")
+            reply = await receive(bystander)
+            assert reply == {"channel": "bystander", "message": "still there?"}
+        await eventually(lambda: hub.channels == set())
+    assert server.errors == []

@@ -397,7 +397,7 @@ async def test_check_chat_room_passes_the_solution():
     "wrong, phrases",
     [
         (never_unregisters, ["`connected` held 3 connection(s)", "still held 3 connection(s)"]),
-        (sends_to_the_departed, ["raised ConnectionClosedOK", "sent to a connection that had"]),
+        (sends_to_the_departed, ["raised ConnectionClosed", "sent to a connection that had"]),
         (tells_the_joiner_too, ["bob received ['bob joined']"]),
         (unregisters_after_the_loop, ["in a `finally:` block"]),
     ],

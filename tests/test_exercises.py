@@ -405,3 +405,23 @@ async def test_check_chat_room_passes_the_solution():
 async def test_check_chat_room_says_what_is_wrong(wrong, phrases):
     report = await exercises.check_chat_room(wrong)
     assert fails(report, *phrases), report
+
+
+def echoes_to_the_sender_too(connected):
+    async def handler(websocket):
+        name = await websocket.recv()
+        broadcast(connected, f"{name} joined")
+        connected.add(websocket)
+        try:
+            async for message in websocket:
+                broadcast(connected, f"{name}: {message}")  # the sender included
+        finally:
+            connected.remove(websocket)
+            broadcast(connected, f"{name} left")
+
+    return handler
+
+
+async def test_check_chat_room_fails_a_room_that_echoes_to_the_sender():
+    report = await exercises.check_chat_room(echoes_to_the_sender_too)
+    assert fails(report, "alice received 'bob: hi', and bob heard ['bob: hi'] back."), report

@@ -786,12 +786,14 @@ async def check_chat_room(chat_room: Callable[[set], Any]) -> Report:
 
             await _send(bob, "hi")
             relayed = await _next(alice)
+            heard_back = await _hears(bob, quiet)
             report.add(
-                relayed == "bob: hi",
+                relayed == "bob: hi" and not heard_back,
                 "bob's message reached alice as 'bob: hi', and not bob himself."
-                if relayed == "bob: hi" and not await _hears(bob, quiet)
-                else f"bob sent 'hi'; alice received {relayed!r} instead of 'bob: hi'"
-                + (", and bob heard it back." if relayed == "bob: hi" else "."),
+                if relayed == "bob: hi" and not heard_back
+                else f"bob sent 'hi'; alice received {relayed!r}"
+                + (" instead of 'bob: hi'" if relayed != "bob: hi" else "")
+                + (f", and bob heard {_quote(heard_back)} back." if heard_back else "."),
             )
 
             # carol's connection drops without a closing handshake.

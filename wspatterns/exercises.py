@@ -17,13 +17,13 @@ import contextlib
 import functools
 import html
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from .errors import is_yours
+from .experiments import wait_until
 from .runtime import Client, Server, connect, serve
 
 #: How long, in seconds, a handler may take to do what it should (end, close,
@@ -226,12 +226,11 @@ async def _within(seconds: float, awaitable: Awaitable[Any]) -> bool:
 
 
 async def _until(condition: Callable[[], bool], seconds: float = GRACE) -> bool:
-    """Poll ``condition`` until it holds or ``seconds`` pass; what it says last."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.01)
+    """Poll ``condition`` until it holds or ``seconds`` pass; whether it came to hold."""
+    try:
+        await wait_until(condition, seconds)
+    except TimeoutError:
+        return False
     return True
 
 

@@ -79,7 +79,6 @@ async def _time_one_batch(
     make_handler: MakeWorkersHandler, count: int, messages: int, consume_time: float, limit: float
 ) -> float:
     """Seconds from the first message sent to the last one consumed, the client staying on."""
-
     consumed, all_done = 0, asyncio.Event()
 
     async def consume(message: Any) -> None:
@@ -115,7 +114,6 @@ async def come_and_go(server: Server, clients: int) -> None:
 
     Each waits for its closing handshake, so when this returns every one of them has gone.
     """
-
     for _ in range(clients):
         async with connect(server):
             pass
@@ -150,13 +148,7 @@ async def wait_for_handlers(server: Server, timeout: float | None = None) -> Non
     What they raised is then on ``server.errors``. Raises TimeoutError after ``timeout``
     seconds (the kit's ``TIMEOUT`` by default) if some handler is still running.
     """
-
-    server.check_running()
-    if server._loop is not asyncio.get_running_loop():
-        raise ValueError(
-            f"server {server.name!r} runs on another event loop: wait_for_handlers() "
-            "works with servers started by serve(), not serve_in_thread()."
-        )
+    _check_on_this_loop(server, "wait_for_handlers()")
     tasks = set(server._ws.handler_tasks)
     if not tasks:
         return
@@ -167,6 +159,22 @@ async def wait_for_handlers(server: Server, timeout: float | None = None) -> Non
             f"{len(pending)} handler(s) of server {server.name!r} were still running after "
             f"{limit:g} s: is one waiting for something that never comes?"
         )
+
+
+def _check_on_this_loop(server: Server, what: str) -> None:
+    """Raise unless ``server`` runs, on the running event loop (not serve_in_thread's)."""
+    server.check_running()
+    if server._loop is not asyncio.get_running_loop():
+        raise ValueError(
+            f"server {server.name!r} runs on another event loop: {what} works with servers "
+            "started by serve(), not serve_in_thread()."
+        )
+
+
+def _connections_of(server: Server, name: str) -> list[Any]:
+    """The server's ends of the connections from the client called ``name``, handler running."""
+    # websockets keeps a connection in all_connections until its handler has ended.
+    return [each for each in server._ws.all_connections if getattr(each, "name", None) == name]
 
 
 class Pause(NamedTuple):
@@ -209,7 +217,7 @@ def longest_pause(flow: Flow, at: str = "server", way: str = "sent") -> Pause:
     )
 
 
-# Lesson 05, broadcasting: six ways to send one message to many clients, measured as upstream
+# Lesson 04, broadcasting: six ways to send one message to many clients, measured as upstream
 # websockets measures them, with the server and the clients in processes of their own.
 
 #: The columns of broadcast_experiment()'s DataFrame, one row per run.
@@ -426,19 +434,12 @@ async def wait_for_handler(server: Server, client: Any, timeout: float | None = 
     once if no handler serves that client. Raises TimeoutError after ``timeout`` seconds (the
     kit's ``TIMEOUT`` by default) if the handler is still running.
     """
-
-    server.check_running()
-    if server._loop is not asyncio.get_running_loop():
-        raise ValueError(
-            f"server {server.name!r} runs on another event loop: wait_for_handler() "
-            "works with servers started by serve(), not serve_in_thread()."
-        )
+    _check_on_this_loop(server, "wait_for_handler()")
     name = getattr(client, "name", client)
     limit = TIMEOUT if timeout is None else timeout
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    # websockets keeps a connection in all_connections until its handler has ended.
-    while any(getattr(each, "name", None) == name for each in server._ws.all_connections):
+    while _connections_of(server, name):
         if loop.time() >= deadline:
             raise TimeoutError(
                 f"the handler serving {name!r} on server {server.name!r} was still running "
@@ -453,7 +454,6 @@ async def wait_until(condition: Callable[[], bool], timeout: float | None = None
     Raises TimeoutError after ``timeout`` seconds (the kit's ``TIMEOUT`` by default) if it
     never does.
     """
-
     limit = TIMEOUT if timeout is None else timeout
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
@@ -477,10 +477,9 @@ def limit_os_buffers(client: Any, server: Server, size: int = 64 * 1024) -> None
     Call it right after connecting. Raises ValueError if ``server`` has no connection from
     that client.
     """
-
     server.check_running()
     name = client.name
-    ends = [each for each in server._ws.all_connections if getattr(each, "name", None) == name]
+    ends = _connections_of(server, name)
     if not ends:
         raise ValueError(f"server {server.name!r} has no connection from {name!r}.")
     for end in ends:

@@ -26,7 +26,7 @@ from wspatterns.experiments import (
     wait_until,
     workers_experiment,
 )
-from wspatterns.patterns import workers
+from wspatterns.patterns import registration, workers
 
 from .utils import MS, echo
 
@@ -342,15 +342,7 @@ def test_broadcast_plot_refuses_results_with_no_complete_run():
 
 async def test_wait_for_handler_returns_once_the_dropped_clients_handler_has_unregistered():
     room = set()
-
-    async def register(websocket):
-        room.add(websocket)
-        try:
-            await websocket.wait_closed()
-        finally:
-            room.discard(websocket)
-
-    server = await serve(register)
+    server = await serve(registration(room))
     staying = await connect(server, name="staying")
     leaving = await connect(server, name="leaving")
     leaving.transport.abort()  # the network fails: no closing handshake
@@ -395,15 +387,7 @@ async def test_wait_until_names_the_condition_that_never_held():
 
 async def test_limit_os_buffers_makes_the_server_hold_what_a_client_does_not_read():
     room = set()
-
-    async def register(websocket):
-        room.add(websocket)
-        try:
-            await websocket.wait_closed()
-        finally:
-            room.discard(websocket)
-
-    server = await serve(register, compression=None)
+    server = await serve(registration(room), compression=None)
     client = await connect(server, name="reads-nothing")
     limit_os_buffers(client, server, 64 * 1024)
     [end] = room

@@ -8,6 +8,7 @@ lesson to show.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import operator
 import socket
@@ -126,17 +127,15 @@ async def still_running(function: Callable[..., Any], *, settle: float = 0.25) -
     that stay: zero for a handler that stops both halves when its client leaves.
     """
     name = getattr(function, "__name__", None) or str(function)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settle
-    while True:
-        count = sum(1 for task in asyncio.all_tasks() if _runs(task, name))
-        if count == 0 or loop.time() >= deadline:
-            return count
-        await asyncio.sleep(0.01)
 
+    def count() -> int:
+        return sum(
+            getattr(task.get_coro(), "__name__", None) == name for task in asyncio.all_tasks()
+        )
 
-def _runs(task: asyncio.Task, name: str) -> bool:
-    return getattr(task.get_coro(), "__name__", None) == name
+    with contextlib.suppress(TimeoutError):
+        await wait_until(lambda: count() == 0, settle)
+    return count()
 
 
 # Lesson 02, producer: waiting for handlers to end, and finding where a producer stalled.

@@ -33,6 +33,13 @@ async def start(*args: str):
     return process, line.decode()
 
 
+async def stop_quietly(process):
+    """Ctrl+C the server, which must exit with 0 and nothing on stderr."""
+    process.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
+    assert process.returncode == 0 and stderr == b""
+
+
 async def test_serve_echo_answers_and_stops_on_ctrl_c():
     process, line = await start("serve", "echo", "--port", "0")
     assert line.startswith("serving echo on ws://127.0.0.1:")
@@ -88,9 +95,7 @@ async def test_serve_producer_sends_the_time():
     async with connect(line.split()[3], proxy=None) as websocket:
         now = await asyncio.wait_for(websocket.recv(), 10_000 * MS)
     assert len(now) == 8 and now[2] == now[5] == ":"  # HH:MM:SS
-    process.send_signal(signal.SIGINT)
-    _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
-    assert process.returncode == 0 and stderr == b""
+    await stop_quietly(process)
 
 
 async def test_serve_consumer_producer_sends_the_time_while_it_prints_what_it_receives():
@@ -101,9 +106,7 @@ async def test_serve_consumer_producer_sends_the_time_while_it_prints_what_it_re
         now = await asyncio.wait_for(websocket.recv(), 10_000 * MS)
     assert printed.decode() == "received 'both ways'\n"
     assert len(now) == 8 and now[2] == now[5] == ":"
-    process.send_signal(signal.SIGINT)
-    _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
-    assert process.returncode == 0 and stderr == b""
+    await stop_quietly(process)
 
 
 async def test_serve_workers_prints_every_job():
@@ -115,9 +118,7 @@ async def test_serve_workers_prints_every_job():
             await asyncio.wait_for(process.stdout.readline(), 10_000 * MS) for _ in range(4)
         ]
     assert sorted(printed) == [f"received 'job {number}'\n".encode() for number in range(4)]
-    process.send_signal(signal.SIGINT)
-    _, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
-    assert process.returncode == 0 and stderr == b""
+    await stop_quietly(process)
 
 
 async def test_bench_broadcast_runs_a_tiny_sweep_and_prints_the_table():

@@ -333,18 +333,12 @@ async def run_server(method: str, size: int, rate: float, *, kit: bool, paused: 
             figures["recorded"] = kit_server.flow.recorded
         _say(figures)
 
-    async def obey() -> None:
-        async for command in _stdin_lines():
-            if command == "start":
-                broadcaster.start()
-            elif command == "stop":
-                report()
-                broadcaster.pause()
-            elif command == "quit":
-                return
+    def stop() -> None:
+        report()
+        broadcaster.pause()
 
     try:
-        await _until_signal(obey())
+        await _until_signal(_obey(broadcaster.start, stop))
         if broadcaster.open:
             report()
     finally:
@@ -481,17 +475,11 @@ async def run_clients(
             _say(summary())
         else:
 
-            async def obey() -> None:
-                async for command in _stdin_lines():
-                    if command == "start":
-                        log.start()
-                    elif command == "stop":
-                        _say(summary())
-                        log.open = False
-                    elif command == "quit":
-                        return
+            def stop() -> None:
+                _say(summary())
+                log.open = False
 
-            await _until_signal(obey())
+            await _until_signal(_obey(log.start, stop))
     finally:
         for reader in readers:
             reader.cancel()
@@ -525,6 +513,17 @@ async def _stdin_lines() -> AsyncIterator[str]:
         return
     while line := await reader.readline():
         yield line.decode().strip()
+
+
+async def _obey(start: Callable[[], None], stop: Callable[[], None]) -> None:
+    """Follow the parent's commands, one per line on stdin: start, stop, quit (or stdin ends)."""
+    async for command in _stdin_lines():
+        if command == "start":
+            start()
+        elif command == "stop":
+            stop()
+        elif command == "quit":
+            return
 
 
 async def _until_signal(work: Any) -> None:
@@ -626,15 +625,6 @@ class _ChildProcess:
     role = ""
     report = ""  # what stop() reads back
 
-    def start(self) -> None:
-        """Measure from now (a server also starts broadcasting)."""
-        self.send("start")
-
-    async def stop(self, timeout: float = 30) -> dict[str, Any]:
-        """Stop measuring (a server pauses) and return what was measured since ``start()``."""
-        self.send("stop")
-        return await self.read_json(timeout, self.report)
-
     def __init__(self, args: list[str]) -> None:
         self.args = args
         self.process: asyncio.subprocess.Process | None = None
@@ -657,6 +647,15 @@ class _ChildProcess:
         while line := await self.process.stderr.readline():
             if line.strip():
                 self.stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    def start(self) -> None:
+        """Measure from now (a server also starts broadcasting)."""
+        self.send("start")
+
+    async def stop(self, timeout: float = 30) -> dict[str, Any]:
+        """Stop measuring (a server pauses) and return what was measured since ``start()``."""
+        self.send("stop")
+        return await self.read_json(timeout, self.report)
 
     def send(self, command: str) -> None:
         """Write one command line to the process; a process already gone is noticed on reading."""

@@ -85,3 +85,30 @@ def test_a_redis_server_that_cannot_start_says_why(tmp_path):
     broken.chmod(0o755)
     with pytest.raises(RuntimeError, match="did not start"):
         start_redis(binary=str(broken), timeout=5)
+
+
+async def test_a_killed_redis_restarts_on_the_same_port_empty():
+    server = start_redis()
+    try:
+        client = redis.asyncio.from_url(server.url)
+        await client.set("before", "crash")
+        first = server.process.pid
+        server.kill()
+        assert not server.running and first not in redis_servers()
+        with pytest.raises(redis.ConnectionError):
+            await client.get("before")
+        server.restart()
+        assert server.running and server.process.pid != first
+        assert await client.get("before") is None  # no persistence: a new, empty Redis
+        await client.aclose()
+    finally:
+        server.stop()
+    assert server.process.pid not in redis_servers()
+
+
+def test_a_redis_the_kit_did_not_start_is_never_restarted(monkeypatch):
+    monkeypatch.setenv("WSPATTERNS_REDIS_URL", "redis://127.0.0.1:1/0")
+    server = start_redis()
+    server.kill()  # does nothing to somebody else's Redis
+    with pytest.raises(RuntimeError, match="did not start"):
+        server.restart()

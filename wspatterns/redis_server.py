@@ -61,18 +61,29 @@ def find_redis_server(*, path: str | None = None, bundled: bool = True) -> str:
 class RedisServer:
     """A Redis the kit runs (or, with ``WSPATTERNS_REDIS_URL``, one it was pointed at).
 
-    ``url`` is ``redis://127.0.0.1:PORT/0``; ``stop()`` ends the process and removes its
-    directory (it does nothing for a Redis the kit did not start).
+    ``url`` is ``redis://127.0.0.1:PORT/0``. ``stop()`` ends the process and removes its
+    directory; ``kill()`` ends it abruptly, as a crash would; ``restart()`` starts it
+    again on the same port, empty. None of them touches a Redis the kit did not start.
     """
 
-    def __init__(self, url: str, process: subprocess.Popen | None, directory: str | None):
+    def __init__(
+        self,
+        url: str,
+        process: subprocess.Popen | None,
+        directory: str | None,
+        *,
+        binary: str | None = None,
+    ):
         self.url = url
         self.process = process
         self.directory = directory
+        self.binary = binary  # None for a Redis the kit did not start
 
     @property
     def running(self) -> bool:
-        return self.process is None or self.process.poll() is None
+        if self.binary is None:
+            return True  # somebody else's: assumed up
+        return self.process is not None and self.process.poll() is None
 
     @property
     def port(self) -> int:
@@ -92,6 +103,46 @@ class RedisServer:
         with contextlib.suppress(ValueError):
             _running.remove(self)
 
+    def kill(self) -> None:
+        """End the server at once with SIGKILL, as if it crashed; its clients see the connection drop."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stop()
+
+    def restart(self, timeout: float = TIMEOUT) -> None:
+        """Start the server again on the same port (stopping it first if it runs), with no data."""
+        if self.binary is None:
+            raise RuntimeError(f"the kit did not start the Redis at {self.url}; it cannot restart it")
+        self.stop()
+        self._launch(timeout)
+
+    def _launch(self, timeout: float) -> None:
+        assert self.binary is not None
+        port, binary = self.port, self.binary
+        self.directory = directory = tempfile.mkdtemp(prefix="wspatterns-redis-")
+        log = Path(directory) / "redis.log"
+        command = [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", directory, "--logfile", str(log),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
+        _running.append(self)
+        deadline = time.monotonic() + timeout
+        while not _answers(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                why = _tail(log) or f"exit code {process.poll()}"
+                self.stop()
+                raise RuntimeError(f"redis-server ({binary}) did not start on port {port}: {why}")
+            time.sleep(0.02)
+
     def __enter__(self) -> RedisServer:
         return self
 
@@ -99,45 +150,28 @@ class RedisServer:
         self.stop()
 
     def __repr__(self) -> str:
-        whose = "the kit's" if self.process is not None else "an existing"
+        whose = "the kit's" if self.binary is not None else "an existing"
         state = "running" if self.running else "stopped"
         return f"<RedisServer {whose} at {self.url} {state}>"
 
 
-def start_redis(*, binary: str | None = None, timeout: float = TIMEOUT) -> RedisServer:
+def start_redis(
+    *, binary: str | None = None, port: int | None = None, timeout: float = TIMEOUT
+) -> RedisServer:
     """Start a private redis-server and wait until it answers; returns a :class:`RedisServer`.
 
-    With ``WSPATTERNS_REDIS_URL`` set, returns that Redis instead and starts nothing.
-    Raises FileNotFoundError if no redis-server can be found, RuntimeError (with the end
-    of its log) if it does not start within ``timeout`` seconds.
+    It listens on 127.0.0.1, on ``port`` or any free port. With ``WSPATTERNS_REDIS_URL``
+    set, returns that Redis instead and starts nothing. Raises FileNotFoundError if no
+    redis-server can be found, RuntimeError (with the end of its log) if it does not
+    start within ``timeout`` seconds.
     """
     existing = os.environ.get("WSPATTERNS_REDIS_URL")
     if existing:
         return RedisServer(existing, None, None)
     binary = binary or find_redis_server()
-    directory = tempfile.mkdtemp(prefix="wspatterns-redis-")
-    port = _free_port()
-    log = Path(directory) / "redis.log"
-    command = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--dir", directory, "--logfile", str(log), "--daemonize", "no",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )
-    server = RedisServer(f"redis://127.0.0.1:{port}/0", process, directory)
-    _running.append(server)
-    deadline = time.monotonic() + timeout
-    while not _answers(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            why = _tail(log) or f"exit code {process.poll()}"
-            server.stop()
-            raise RuntimeError(f"redis-server ({binary}) did not start: {why}")
-        time.sleep(0.02)
+    port = port or _free_port()
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", None, None, binary=binary)
+    server._launch(timeout)
     return server
 
 
@@ -163,8 +197,12 @@ def _tail(log: Path) -> str:
     return ""
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when its parent dies."""
+def die_with_parent() -> None:
+    """In a child, before exec: ask Linux to SIGTERM it when its parent dies.
+
+    Linux means the parent *thread*: start children from a thread that lives as long as
+    the process (a kernel's main thread does).
+    """
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from wspatterns import connect, serve
+from wspatterns import Flow, connect, serve
 from wspatterns.pubsub import ACTIONS, MemoryHub, RedisHub, hub_handler
 from wspatterns.redis_server import start_redis
 
@@ -174,7 +174,7 @@ async def test_servers_on_two_redis_hubs_share_channels_as_separate_processes_wo
 
 async def test_the_hub_interface_works_without_websockets(hub):
     received = []
-    await hub.subscribe("news", lambda channel, message: received.append((channel, message)))
+    await hub.subscribe("news", lambda channel, message, id: received.append((channel, message)))
     await hub.publish("news", "direct")
     await hub.publish("sport", "elsewhere")
     await eventually(lambda: received)
@@ -330,3 +330,84 @@ async def test_arbitrary_text_frames_get_answers_and_harm_nobody(server, hub, fr
             assert reply == {"channel": "bystander", "message": "still there?"}
         await eventually(lambda: hub.channels == set())
     assert server.errors == []
+
+
+# History, and Redis going away
+
+
+async def test_since_on_a_hub_without_history_is_refused_clearly(server):
+    async with connect(server) as websocket:
+        await send(websocket, action="subscribe", channel="news", since="1-0")
+        reply = await receive(websocket)
+        assert set(reply) == {"error"} and "keeps no history" in reply["error"]
+        await subscribe(websocket, "news")
+
+
+@pytest.mark.parametrize("since", ["yesterday", 5, "", "1-0-0"])
+async def test_an_invalid_since_gets_a_clear_error(server, since):
+    async with connect(server) as websocket:
+        await send(websocket, action="subscribe", channel="news", since=since)
+        reply = await receive(websocket)
+        assert set(reply) == {"error"} and 'invalid "since"' in reply["error"]
+
+
+async def test_a_redis_hub_says_redis_is_gone_and_recovers_when_it_is_back(capsys):
+    own = start_redis()  # this test kills it
+    try:
+        async with (
+            RedisHub(own.url, retry=0.05, name="worker-1") as hub,
+            serve(hub_handler(hub)) as server,
+            connect(server) as reader,
+            connect(server) as writer,
+        ):
+            await subscribe(reader, "news")
+            own.kill()
+            await eventually(lambda: not hub.connected)
+            assert "lost Redis" in hub.problems[0] and "connection refused" in hub.problems[0]
+            for request in (
+                {"action": "publish", "channel": "news", "message": "into the void"},
+                {"action": "subscribe", "channel": "sport"},
+            ):
+                await send(writer, **request)
+                reply = await receive(writer)
+                assert set(reply) == {"error"} and "is unreachable" in reply["error"]
+            own.restart()
+            await eventually(lambda: hub.connected)
+            assert "reconnected" in hub.problems[1] and "1 channel(s)" in hub.problems[1]
+            await send(writer, action="publish", channel="news", message="back")
+            assert await receive(reader) == {"channel": "news", "message": "back"}
+            assert hub.channels == {"news"}  # the failed subscribe left nothing behind
+        assert server.errors == []
+        shown = capsys.readouterr().err
+        assert "lost Redis" in shown and "reconnected" in shown  # the learner sees both
+    finally:
+        own.stop()
+
+
+async def test_a_client_leaving_while_redis_is_away_leaves_cleanly():
+    own = start_redis()
+    try:
+        async with RedisHub(own.url, retry=0.05) as hub, serve(hub_handler(hub)) as server:
+            async with connect(server) as websocket:
+                await subscribe(websocket, "news")
+                own.kill()
+                await eventually(lambda: not hub.connected)
+            await eventually(lambda: hub.channels == set())
+        assert server.errors == []
+    finally:
+        own.stop()
+
+
+async def test_a_recording_redis_hub_shows_its_traffic_with_redis_in_the_flow(redis_server):
+    flow = Flow()
+    async with RedisHub(redis_server.url, name="worker-1", flow=flow) as hub:
+        await hub.subscribe("news", lambda channel, message, id: None)
+        await hub.publish("news", "hello")
+        await eventually(lambda: any(event.sender == "server" for event in flow.events[1:]))
+    kinds = [(event.kind, event.client, event.server, event.sender) for event in flow.events]
+    assert kinds == [
+        ("open", "worker-1", "redis", None),
+        ("message", "worker-1", "redis", "client"),
+        ("message", "worker-1", "redis", "server"),
+    ]
+    assert [event.head for event in flow.events[1:]] == [b"PUBLISH news hello", b"news: hello"]

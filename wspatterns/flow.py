@@ -282,6 +282,11 @@ class Recorder(Extension):
                 close = Close(1002, "malformed close frame")
             self.add("close", sender, code=close.code, detail=close.reason)
 
+    def message(self, sender: str, text: str) -> None:
+        """Record a whole text message that crossed no WebSocket (a hub's words with Redis)."""
+        data = text.encode()
+        self._message(sender, "text", len(data), data[:HEAD])
+
     def _message(self, sender: str, kind: str, size: int, head: bytes) -> None:
         if sender == self._us:
             index = self.sent

@@ -16,6 +16,11 @@ The protocol: a client sends text frames holding one JSON object each.
   every subscriber of ``news``, the sender too if it is one, gets
   ``{"channel": "news", "message": "hello"}``.
 
+A hub that keeps history (:attr:`Hub.history`, a Redis Streams hub) also
+numbers what it delivers, ``{"channel": "news", "message": "hello", "id": "1700000000000-0"}``,
+and accepts ``"since": ID`` in a subscribe: the messages published after that
+id are delivered first, then the new ones, none twice.
+
 Once ``{"subscribed": ...}`` arrives, the subscription is in place: whatever
 is published after it, from any client of any server on the hub, is
 delivered. Subscribing or unsubscribing twice is harmless. A channel name is
@@ -31,6 +36,9 @@ What goes wrong, and what the server does; everybody else is served as before:
 * a message larger than the server's ``max_size``: websockets itself closes
   with 1009 (message too big); pass ``max_size=`` to ``serve`` (websockets'
   default is 1 MiB, :data:`MAX_MESSAGE_SIZE` suits this protocol);
+* a publish or subscribe while the hub cannot reach Redis: ``{"error": ...}``
+  saying so (it is not counted as the client's mistake); the hub reconnects
+  by itself and subscribes again to every channel it had;
 * a client that does not read what it is sent, until ``outbox_size``
   messages wait for it: unsubscribed from everything at once, then closed
   with 1008, so it cannot hold up the hub or fill the server's memory.
@@ -44,32 +52,41 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from . import errors
+from .flow import Flow
 from .runtime import TIMEOUT
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
-#: Called with ``(channel, message)`` for each message on a subscribed channel.
-#: It runs inside ``publish()`` or the hub's reader, so it must neither block nor raise:
-#: put the message on a queue.
-Deliver = Callable[[str, str], None]
+#: Called with ``(channel, message, id)`` for each message on a subscribed channel;
+#: ``id`` is None unless the hub keeps history. It runs inside ``publish()`` or the
+#: hub's reader, so it must neither block nor raise: put the message on a queue.
+Deliver = Callable[[str, str, str | None], None]
 
 #: A ``max_size`` for servers of :func:`hub_handler`: 64 KiB per message.
 MAX_MESSAGE_SIZE = 64 * 1024
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# A Redis stream entry id, like 1700000000000-0.
+MESSAGE_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 ACTIONS = ("subscribe", "unsubscribe", "publish")
 
 
 # The hub and its backends
+
+
+class HubUnavailable(ConnectionError):
+    """The hub cannot reach what carries its messages (Redis); the text says which."""
 
 
 class Hub(ABC):
@@ -81,6 +98,9 @@ class Hub(ABC):
     message)`` sends. ``await hub.close()`` (or leaving ``async with hub:``) ends it.
     """
 
+    #: Whether ``subscribe(..., since=id)`` can deliver what was published before.
+    history = False
+
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Deliver]] = {}
         # One change at a time, so that a subscribe() that returns is in place
@@ -91,8 +111,14 @@ class Hub(ABC):
     async def publish(self, channel: str, message: str) -> None:
         """Send ``message`` to every subscriber of ``channel``."""
 
-    async def subscribe(self, channel: str, deliver: Deliver) -> None:
-        """From now on, call ``deliver(channel, message)`` for each message on ``channel``."""
+    async def subscribe(self, channel: str, deliver: Deliver, since: str | None = None) -> None:
+        """From now on, call ``deliver(channel, message, id)`` for each message on ``channel``.
+
+        ``since`` (an id a hub with :attr:`history` delivered) asks for the messages
+        published after it first; a hub without history raises ValueError.
+        """
+        if since is not None and not self.history:
+            raise ValueError(f"{type(self).__name__} keeps no history: subscribe without since")
         async with self._changing:
             if channel not in self._subscribers:
                 await self._first_subscriber(channel)
@@ -135,10 +161,10 @@ class Hub(ABC):
 
     # For the backends
 
-    def _deliver(self, channel: str, message: str) -> None:
+    def _deliver(self, channel: str, message: str, id: str | None = None) -> None:
         """Hand a message that arrived on ``channel`` to its subscribers in this process."""
         for deliver in list(self._subscribers.get(channel, ())):
-            deliver(channel, message)
+            deliver(channel, message, id)
 
     async def _first_subscriber(self, channel: str) -> None:
         """``channel`` is about to get its first subscriber in this process."""
@@ -156,35 +182,76 @@ class MemoryHub(Hub):
         self._deliver(channel, message)
 
 
+#: What redis-py raises when Redis cannot be reached.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
 class RedisHub(Hub):
     """A hub on Redis pub/sub: servers in many processes, on one Redis, share its channels.
 
     ``url`` is a Redis URL, such as ``start_redis().url``. This process
     subscribes in Redis to the channels that have a subscriber here, on one
-    connection, read by one task. Operations raise ``redis.ConnectionError``
-    if Redis goes away, and ``subscribe`` raises TimeoutError if Redis does
-    not confirm within ``timeout`` seconds.
+    connection, read by one task. ``subscribe`` raises TimeoutError if Redis
+    does not confirm within ``timeout`` seconds.
+
+    If Redis goes away, ``publish`` and ``subscribe`` raise :class:`HubUnavailable`,
+    and the hub says so (under the next cell in a notebook, on stderr elsewhere):
+    it tries again every ``retry`` seconds, and once Redis answers it subscribes
+    again to every channel it had and says that too. ``connected`` tells which;
+    ``problems`` keeps what it said. What was published meanwhile is lost:
+    pub/sub keeps nothing.
+
+    With ``flow=``, the hub records its traffic with Redis into that flow, as a
+    connection between ``name`` and ``"redis"``: each publish it sends, each
+    message Redis delivers, and the link going down and coming back.
     """
 
-    def __init__(self, url: str, *, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = TIMEOUT,
+        retry: float = 0.5,
+        name: str = "hub",
+        flow: Flow | None = None,
+    ) -> None:
         super().__init__()
         self.url = url
         self.timeout = timeout
+        self.retry = retry
+        self.name = name
+        self.connected = True  # as far as this hub knows
+        self.problems: list[str] = []
         self._redis = redis.asyncio.from_url(url, decode_responses=True)
         self._pubsub = self._redis.pubsub()
         self._reader: asyncio.Task[None] | None = None
         self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._link = None
+        if flow is not None:
+            self._link = flow.end(flow.new_connection(), "redis", name, "client")
+            self._link.add("open", detail=url)
 
     async def publish(self, channel: str, message: str) -> None:
-        await self._redis.publish(channel, message)
+        if self._link is not None:
+            self._link.message("client", f"PUBLISH {channel} {message}")
+        try:
+            await self._redis.publish(channel, message)
+        except REDIS_DOWN as exc:
+            raise self._unavailable("publish", exc) from None
 
     async def close(self) -> None:
         await super().close()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        await self._pubsub.aclose()
-        await self._redis.aclose()
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._pubsub.aclose()
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._redis.aclose()
+
+    def __repr__(self) -> str:
+        state = "" if self.connected else ", Redis unreachable"
+        return super().__repr__()[:-1] + state + ">"
 
     async def _first_subscriber(self, channel: str) -> None:
         # Redis confirms SUBSCRIBE on the subscribing connection, which only
@@ -192,7 +259,10 @@ class RedisHub(Hub):
         # publish() that follows, from any connection, reach this process.
         confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
         try:
-            await self._pubsub.subscribe(channel)
+            try:
+                await self._pubsub.subscribe(channel)
+            except REDIS_DOWN as exc:
+                raise self._unavailable("subscribe", exc) from None
             if self._reader is None:
                 self._reader = asyncio.create_task(self._read(), name=f"RedisHub {self.url}")
             async with asyncio.timeout(self.timeout):
@@ -201,19 +271,72 @@ class RedisHub(Hub):
             self._confirmed.pop(channel, None)
 
     async def _last_subscriber_left(self, channel: str) -> None:
-        await self._pubsub.unsubscribe(channel)
+        # With Redis away there is nothing to tell it; the channel's messages,
+        # if Redis sends any after coming back, find no subscriber here.
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._pubsub.unsubscribe(channel)
 
     async def _read(self) -> None:
         while True:
-            event = await self._pubsub.get_message(timeout=None)
+            try:
+                event = await self._pubsub.get_message(timeout=None)
+            except REDIS_DOWN as exc:
+                await self._reconnect(exc)
+                continue
             if event is None:
                 continue
             if event["type"] == "message":
+                if self._link is not None:
+                    self._link.message("server", f"{event['channel']}: {event['data']}")
                 self._deliver(event["channel"], event["data"])
             elif event["type"] == "subscribe":
                 confirmed = self._confirmed.get(event["channel"])
                 if confirmed is not None and not confirmed.done():
                     confirmed.set_result(None)
+
+    async def _reconnect(self, exc: BaseException) -> None:
+        """Redis went away: say so, try again every ``retry`` s, say when it is back."""
+        self.connected = False
+        lost = time.monotonic()
+        if self._link is not None:
+            self._link.add("end", None, detail="Redis unreachable")
+        self._say(
+            f"hub {self.name!r} lost Redis at {self.url} ({_reason(exc)}). Publishing and "
+            f"subscribing fail until it is back; trying again every {self.retry:g} s."
+        )
+        while True:
+            await asyncio.sleep(self.retry)
+            try:
+                await self._pubsub.connect()  # redis-py subscribes again to every channel
+            except REDIS_DOWN:
+                continue
+            break
+        self.connected = True
+        if self._link is not None:
+            self._link.add("open", detail=self.url)
+        self._say(
+            f"hub {self.name!r} reconnected to Redis at {self.url} after "
+            f"{time.monotonic() - lost:.1f} s and subscribed again to "
+            f"{len(self._subscribers)} channel(s). What was published meanwhile is lost."
+        )
+
+    def _unavailable(self, what: str, exc: BaseException) -> HubUnavailable:
+        return HubUnavailable(
+            f"could not {what}: Redis at {self.url} is unreachable ({_reason(exc)}); "
+            "try again once it is back"
+        )
+
+    def _say(self, text: str) -> None:
+        self.problems.append(text)
+        errors.show(errors.ErrorReport(self.name, None, None, text))
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful part of redis-py's message: 'Error 111 connecting to …' → 'connection refused'."""
+    text = str(exc)
+    if "111" in text or "refused" in text.lower():
+        return "connection refused"
+    return text or type(exc).__name__
 
 
 # The handler
@@ -223,8 +346,17 @@ class BadRequest(ValueError):
     """A client's message the server cannot act on; its text goes back to the client."""
 
 
-def parse_request(text: str) -> tuple[str, str, str | None]:
-    """``(action, channel, message)`` from one text frame; raises BadRequest saying what's wrong."""
+class Request(NamedTuple):
+    """One client request: ``message`` only for publish, ``since`` only for subscribe."""
+
+    action: str
+    channel: str
+    message: str | None = None
+    since: str | None = None
+
+
+def parse_request(text: str) -> Request:
+    """The request in one text frame; raises BadRequest saying what is wrong."""
     try:
         request = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -241,14 +373,22 @@ def parse_request(text: str) -> tuple[str, str, str | None]:
         raise BadRequest(
             f"invalid channel {channel!r}: 1 to 64 letters, digits and -_.: (like 'news')"
         )
-    if action != "publish":
-        return action, channel, None
+    if action == "subscribe":
+        since = request.get("since")
+        if since is not None and not (isinstance(since, str) and MESSAGE_ID.fullmatch(since)):
+            raise BadRequest(
+                f'invalid "since" {since!r}: the "id" of a message you received, '
+                'like "1700000000000-0"'
+            )
+        return Request(action, channel, since=since)
+    if action == "unsubscribe":
+        return Request(action, channel)
     message = request.get("message")
     if not isinstance(message, str):
         raise BadRequest(f'publish needs a "message" that is a string, got {message!r}')
     if not _is_unicode(message):  # JSON can spell half of a surrogate pair: "\\ud800"
         raise BadRequest("the message is not valid Unicode (a lone surrogate?)")
-    return action, channel, message
+    return Request(action, channel, message)
 
 
 _EXAMPLE = '{"action": "subscribe", "channel": "news"}'
@@ -274,10 +414,13 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
         subscribed: set[str] = set()
         dropping: asyncio.Task[None] | None = None
 
-        def deliver(channel: str, message: str) -> None:
+        def deliver(channel: str, message: str, id: str | None) -> None:
             nonlocal dropping
             if outbox.qsize() < outbox_size:
-                outbox.put_nowait(json.dumps({"channel": channel, "message": message}))
+                delivery = {"channel": channel, "message": message}
+                if id is not None:
+                    delivery["id"] = id
+                outbox.put_nowait(json.dumps(delivery))
             elif dropping is None:
                 dropping = asyncio.create_task(drop_slow_client())
 
@@ -297,6 +440,23 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
         async def answer(reply: dict[str, Any]) -> None:
             await websocket.send(json.dumps(reply))
 
+        async def act(request: Request) -> None:
+            channel = request.channel
+            if request.action == "subscribe":
+                subscribed.add(channel)  # before awaiting: leave() must know of it
+                try:
+                    await hub.subscribe(channel, deliver, request.since)
+                except BaseException:
+                    subscribed.discard(channel)
+                    raise
+                await answer({"subscribed": channel})
+            elif request.action == "unsubscribe":
+                subscribed.discard(channel)
+                await hub.unsubscribe(channel, deliver)
+                await answer({"unsubscribed": channel})
+            else:
+                await hub.publish(channel, request.message)
+
         sending = asyncio.create_task(send_outbox())
         errors = 0
         try:
@@ -306,7 +466,12 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
                     await websocket.close(CloseCode.UNSUPPORTED_DATA, reason)
                     return
                 try:
-                    action, channel, message = parse_request(frame)
+                    request = parse_request(frame)
+                    if request.since is not None and not hub.history:
+                        raise BadRequest(
+                            f'this server keeps no history ({type(hub).__name__}): '
+                            'subscribe without "since"'
+                        )
                 except BadRequest as exc:
                     errors += 1
                     await answer({"error": str(exc)})
@@ -315,16 +480,10 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
                         await websocket.close(CloseCode.POLICY_VIOLATION, reason)
                         return
                     continue
-                if action == "subscribe":
-                    subscribed.add(channel)  # before awaiting: leave() must know of it
-                    await hub.subscribe(channel, deliver)
-                    await answer({"subscribed": channel})
-                elif action == "unsubscribe":
-                    subscribed.discard(channel)
-                    await hub.unsubscribe(channel, deliver)
-                    await answer({"unsubscribed": channel})
-                else:
-                    await hub.publish(channel, message)
+                try:
+                    await act(request)
+                except HubUnavailable as exc:  # not the client's mistake: not counted
+                    await answer({"error": str(exc)})
         except ConnectionClosed:
             pass  # the client left, or websockets closed it (1009 for a message too big)
         finally:

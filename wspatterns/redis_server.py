@@ -104,7 +104,7 @@ class RedisServer:
             _running.remove(self)
 
     def kill(self) -> None:
-        """End the server at once with SIGKILL, as if it crashed; its clients see the connection drop."""
+        """End the server at once with SIGKILL, as a crash would; its clients see it drop."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -113,7 +113,7 @@ class RedisServer:
     def restart(self, timeout: float = TIMEOUT) -> None:
         """Start the server again on the same port (stopping it first if it runs), with no data."""
         if self.binary is None:
-            raise RuntimeError(f"the kit did not start the Redis at {self.url}; it cannot restart it")
+            raise RuntimeError(f"the kit did not start the Redis at {self.url}; cannot restart it")
         self.stop()
         self._launch(timeout)
 

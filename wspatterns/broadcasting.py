@@ -26,17 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import json
 import math
 import os
-import signal
 import socket
 import sys
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -46,6 +42,7 @@ from websockets.typing import Data
 from websockets.uri import parse_uri
 
 from .patterns import registration
+from .processes import ChildProcess, ProcessFailed, obey, say, until_signal
 
 # The strategies
 
@@ -322,7 +319,7 @@ async def run_server(method: str, size: int, rate: float, *, kit: bool, paused: 
     else:
         ws_server = await serve(strategy.handler, "127.0.0.1", 0, **options)
         url = f"ws://127.0.0.1:{ws_server.sockets[0].getsockname()[1]}/"
-    _say(url)
+    say(url)
     broadcaster = Broadcaster(strategy, size, rate)
     if not paused:
         broadcaster.start()
@@ -331,14 +328,14 @@ async def run_server(method: str, size: int, rate: float, *, kit: bool, paused: 
         figures = broadcaster.report()
         if kit:  # proof that recording was on: events recorded since the server started
             figures["recorded"] = kit_server.flow.recorded
-        _say(figures)
+        say(figures)
 
     def stop() -> None:
         report()
         broadcaster.pause()
 
     try:
-        await _until_signal(_obey(broadcaster.start, stop))
+        await until_signal(obey(broadcaster.start, stop))
         if broadcaster.open:
             report()
     finally:
@@ -439,7 +436,7 @@ async def run_clients(
     clients = [c for c in opened[:count] if isinstance(c, ClientConnection)]
     slow_clients = [c for c in opened[count:] if isinstance(c, ClientConnection)]
     errors = [c for c in opened if isinstance(c, BaseException)]
-    _say(
+    say(
         {
             "event": "ready",
             "connected": len(clients),
@@ -471,15 +468,15 @@ async def run_clients(
     readers = [asyncio.create_task(read(n, c)) for n, c in enumerate(clients)]
     try:
         if seconds is not None:
-            await _until_signal(_timed(log, warmup, seconds))
-            _say(summary())
+            await until_signal(_timed(log, warmup, seconds))
+            say(summary())
         else:
 
             def stop() -> None:
-                _say(summary())
+                say(summary())
                 log.open = False
 
-            await _until_signal(_obey(log.start, stop))
+            await until_signal(obey(log.start, stop))
     finally:
         for reader in readers:
             reader.cancel()
@@ -493,55 +490,6 @@ async def _timed(log: LatencyLog, warmup: float, seconds: float) -> None:
     await asyncio.sleep(warmup)
     log.start()
     await asyncio.sleep(seconds)
-
-
-# Both processes
-
-
-def _say(what: str | dict[str, Any]) -> None:
-    """One line on stdout, JSON for anything but a plain string, flushed at once."""
-    print(what if isinstance(what, str) else json.dumps(what), flush=True)
-
-
-async def _stdin_lines() -> AsyncIterator[str]:
-    """The lines of stdin, stripped, until it ends; nothing if stdin cannot be read."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except (ValueError, OSError):  # a regular file, or no stdin at all
-        return
-    while line := await reader.readline():
-        yield line.decode().strip()
-
-
-async def _obey(start: Callable[[], None], stop: Callable[[], None]) -> None:
-    """Follow the parent's commands, one per line on stdin: start, stop, quit (or stdin ends)."""
-    async for command in _stdin_lines():
-        if command == "start":
-            start()
-        elif command == "stop":
-            stop()
-        elif command == "quit":
-            return
-
-
-async def _until_signal(work: Any) -> None:
-    """Await ``work`` until it ends or SIGTERM / SIGINT arrives, whichever comes first."""
-    signalled = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, signalled.set)
-    task = asyncio.ensure_future(work)
-    waiting = asyncio.ensure_future(signalled.wait())
-    try:
-        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, waiting):
-            pending.cancel()
-        await asyncio.gather(task, waiting, return_exceptions=True)
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
 
 
 def _raise_file_limit() -> None:
@@ -601,141 +549,7 @@ def main(argv: list[str] | None = None) -> int:
 # Driving the processes from Python
 
 
-class ProcessFailed(RuntimeError):
-    """A server or clients process died or stopped answering; the message says which and how."""
-
-
-#: Process groups started here and not yet known to be gone: killed at interpreter exit.
-_live_groups: set[int] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for group in list(_live_groups):
-        with contextlib.suppress(OSError):
-            os.killpg(group, signal.SIGKILL)
-
-
-class _ChildProcess:
-    """A ``python -m wspatterns.broadcasting`` process, started in a session of its own.
-
-    Its own process group can be killed whole, and Ctrl+C in a terminal reaches only us.
-    """
-
-    role = ""
-    report = ""  # what stop() reads back
-
-    def __init__(self, args: list[str]) -> None:
-        self.args = args
-        self.process: asyncio.subprocess.Process | None = None
-        self.stderr_tail: deque[str] = deque(maxlen=5)
-        self._stderr_task: asyncio.Task | None = None
-
-    async def _start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wspatterns.broadcasting", *self.args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
-        _live_groups.add(self.process.pid)
-        self._stderr_task = asyncio.create_task(self._keep_stderr_tail())
-
-    async def _keep_stderr_tail(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            if line.strip():
-                self.stderr_tail.append(line.decode(errors="replace").rstrip())
-
-    def start(self) -> None:
-        """Measure from now (a server also starts broadcasting)."""
-        self.send("start")
-
-    async def stop(self, timeout: float = 30) -> dict[str, Any]:
-        """Stop measuring (a server pauses) and return what was measured since ``start()``."""
-        self.send("stop")
-        return await self.read_json(timeout, self.report)
-
-    def send(self, command: str) -> None:
-        """Write one command line to the process; a process already gone is noticed on reading."""
-        assert self.process is not None and self.process.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-            self.process.stdin.write(command.encode() + b"\n")
-
-    async def read(self, timeout: float, what: str) -> str:
-        """The next line the process prints; ProcessFailed if it ends or takes over ``timeout``."""
-        assert self.process is not None and self.process.stdout is not None
-        try:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-        except TimeoutError:
-            raise ProcessFailed(
-                f"the {self.role} process gave no {what} within {timeout:g} s{self._last_words()}"
-            ) from None
-        if not line:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.process.wait(), 2)
-                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)  # its last words
-            raise ProcessFailed(
-                f"the {self.role} process exited with code {self.process.returncode} "
-                f"before its {what}{self._last_words()}"
-            )
-        return line.decode().strip()
-
-    async def read_json(self, timeout: float, what: str) -> dict[str, Any]:
-        line = await self.read(timeout, what)
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise ProcessFailed(f"the {self.role} process printed {line!r}, not a {what}") from None
-
-    async def gone(self) -> str | None:
-        """If the process has exited (or does within a second), say how; else None."""
-        assert self.process is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.process.wait(), 1)
-            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
-        if self.process.returncode is None:
-            return None
-        return f"the {self.role} process exited with code {self.process.returncode}" + (
-            self._last_words()
-        )
-
-    def _last_words(self) -> str:
-        return f"; its last words: {self.stderr_tail[-1]}" if self.stderr_tail else ""
-
-    def kill(self) -> None:
-        """Kill the process and anything it started, at once."""
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-
-    async def close(self, grace: float = 5.0) -> None:
-        """Ask the process to quit (end of stdin), kill it after ``grace`` s, and reap it."""
-        process = self.process
-        if process is None:
-            return
-        try:
-            if process.returncode is None and grace > 0:
-                assert process.stdin is not None
-                with contextlib.suppress(OSError, RuntimeError):
-                    process.stdin.close()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), grace)
-        finally:
-            self.kill()  # its group, too: whatever it started goes with it
-            _live_groups.discard(process.pid)
-            if self._stderr_task is not None:
-                self._stderr_task.cancel()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 5)
-
-    async def __aexit__(self, exc_type: Any, *exc_info: Any) -> None:
-        # After an error or a cancellation, nobody is waiting for a polite goodbye.
-        await self.close(grace=5.0 if exc_type is None else 0)
-
-
-class ServerProcess(_ChildProcess):
+class ServerProcess(ChildProcess):
     """A broadcasting server in its own process; ``async with ServerProcess(...) as server:``.
 
     ``server.url`` is where it listens. It starts paused: ``start()`` broadcasts and opens a
@@ -743,6 +557,7 @@ class ServerProcess(_ChildProcess):
     block stops the process (killing it after an error). Raises :class:`ProcessFailed`.
     """
 
+    module = "wspatterns.broadcasting"
     role = "server"
 
     def __init__(
@@ -766,7 +581,7 @@ class ServerProcess(_ChildProcess):
     report = "report"  # broadcasts, cpu, memory_mb
 
 
-class ClientsProcess(_ChildProcess):
+class ClientsProcess(ChildProcess):
     """``count`` clients of ``url`` (plus ``slow`` that never read) in their own process.
 
     Entering waits until they are connected (``ready`` says how many could);
@@ -774,6 +589,7 @@ class ClientsProcess(_ChildProcess):
     p50/p95/p99/max latency in ms). Raises :class:`ProcessFailed`.
     """
 
+    module = "wspatterns.broadcasting"
     role = "clients"
 
     def __init__(self, url: str, count: int, *, slow: int = 0) -> None:

@@ -1,0 +1,210 @@
+"""Child processes of the kit: started from Python, told what to do on stdin, always stopped.
+
+A :class:`ChildProcess` runs ``python -m MODULE ARGS`` in a session of its own:
+its whole process group can be killed, Ctrl+C in a terminal reaches only the
+parent, and Linux ends it if the parent dies. It is killed at interpreter exit
+if nobody stopped it. The child's side: :func:`say` one line at a time on
+stdout, :func:`obey` the parent's commands on stdin, :func:`until_signal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from .redis_server import die_with_parent
+
+# The child's side
+
+
+def say(what: str | dict[str, Any]) -> None:
+    """One line on stdout, JSON for anything but a plain string, flushed at once."""
+    print(what if isinstance(what, str) else json.dumps(what), flush=True)
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """The lines of stdin, stripped, until it ends; nothing if stdin cannot be read."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (ValueError, OSError):  # a regular file, or no stdin at all
+        return
+    while line := await reader.readline():
+        yield line.decode().strip()
+
+
+async def obey(start: Callable[[], None], stop: Callable[[], None]) -> None:
+    """Follow the parent's commands, one per line on stdin: start, stop, quit (or stdin ends)."""
+    async for command in stdin_lines():
+        if command == "start":
+            start()
+        elif command == "stop":
+            stop()
+        elif command == "quit":
+            return
+
+
+async def until_signal(work: Any) -> None:
+    """Await ``work`` until it ends or SIGTERM / SIGINT arrives, whichever comes first."""
+    signalled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signalled.set)
+    task = asyncio.ensure_future(work)
+    waiting = asyncio.ensure_future(signalled.wait())
+    try:
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, waiting):
+            pending.cancel()
+        await asyncio.gather(task, waiting, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+# The parent's side
+
+
+class ProcessFailed(RuntimeError):
+    """A server or clients process died or stopped answering; the message says which and how."""
+
+
+#: Process groups started here and not yet known to be gone: killed at interpreter exit.
+_live_groups: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for group in list(_live_groups):
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+
+
+class ChildProcess:
+    """A ``python -m MODULE`` process of the kit, started in a session of its own.
+
+    Its own process group can be killed whole, and Ctrl+C in a terminal reaches only us.
+    """
+
+    module = ""  # run as python -m MODULE ARGS
+    role = ""  # what error messages call it
+    report = ""  # what stop() reads back
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.process: asyncio.subprocess.Process | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=5)
+        self._stderr_task: asyncio.Task | None = None
+
+    async def _start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", self.module, *self.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )  # fmt: skip
+        _live_groups.add(self.process.pid)
+        self._stderr_task = asyncio.create_task(self._keep_stderr_tail())
+
+    async def _keep_stderr_tail(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            if line.strip():
+                self.stderr_tail.append(line.decode(errors="replace").rstrip())
+
+    def start(self) -> None:
+        """Measure from now (a server also starts broadcasting)."""
+        self.send("start")
+
+    async def stop(self, timeout: float = 30) -> dict[str, Any]:
+        """Stop measuring (a server pauses) and return what was measured since ``start()``."""
+        self.send("stop")
+        return await self.read_json(timeout, self.report)
+
+    def send(self, command: str) -> None:
+        """Write one command line to the process; a process already gone is noticed on reading."""
+        assert self.process is not None and self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            self.process.stdin.write(command.encode() + b"\n")
+
+    async def read(self, timeout: float, what: str) -> str:
+        """The next line the process prints; ProcessFailed if it ends or takes over ``timeout``."""
+        assert self.process is not None and self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        except TimeoutError:
+            raise ProcessFailed(
+                f"the {self.role} process gave no {what} within {timeout:g} s{self._last_words()}"
+            ) from None
+        if not line:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 2)
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)  # its last words
+            raise ProcessFailed(
+                f"the {self.role} process exited with code {self.process.returncode} "
+                f"before its {what}{self._last_words()}"
+            )
+        return line.decode().strip()
+
+    async def read_json(self, timeout: float, what: str) -> dict[str, Any]:
+        line = await self.read(timeout, what)
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise ProcessFailed(f"the {self.role} process printed {line!r}, not a {what}") from None
+
+    async def gone(self) -> str | None:
+        """If the process has exited (or does within a second), say how; else None."""
+        assert self.process is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.process.wait(), 1)
+            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
+        if self.process.returncode is None:
+            return None
+        return f"the {self.role} process exited with code {self.process.returncode}" + (
+            self._last_words()
+        )
+
+    def _last_words(self) -> str:
+        return f"; its last words: {self.stderr_tail[-1]}" if self.stderr_tail else ""
+
+    def kill(self) -> None:
+        """Kill the process and anything it started, at once."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Ask the process to quit (end of stdin), kill it after ``grace`` s, and reap it."""
+        process = self.process
+        if process is None:
+            return
+        try:
+            if process.returncode is None and grace > 0:
+                assert process.stdin is not None
+                with contextlib.suppress(OSError, RuntimeError):
+                    process.stdin.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), grace)
+        finally:
+            self.kill()  # its group, too: whatever it started goes with it
+            _live_groups.discard(process.pid)
+            if self._stderr_task is not None:
+                self._stderr_task.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 5)
+
+    async def __aexit__(self, exc_type: Any, *exc_info: Any) -> None:
+        # After an error or a cancellation, nobody is waiting for a polite goodbye.
+        await self.close(grace=5.0 if exc_type is None else 0)

@@ -72,14 +72,18 @@ class Flow:
     by passing ``flow=`` to :func:`~wspatterns.serve` and :func:`~wspatterns.connect`.
     """
 
-    def __init__(self, cap: int = CAP) -> None:
+    def __init__(self, cap: int = CAP, *, token: str | None = None) -> None:
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
             raise ValueError(f"cap must be a positive number of events; got {cap!r}.")
         self.cap = cap
-        self.token = secrets.token_hex(4)  # tells a server its client records here too
+        # Tells a server its client records here too. A flow in another process
+        # given the same token numbers the connections of this flow's clients as
+        # this flow does, so that merge() can put both ends side by side.
+        self.token = token or secrets.token_hex(4)
         # Raw records, appended on the hot path; flow.events turns them into Events.
         self._records: deque[tuple] = deque(maxlen=cap)
         self._connections = itertools.count(1)
+        self._numbered: list[int] = []  # the connection numbers this flow gave out
         self._ends: list[Recorder] = []
 
     @property
@@ -128,7 +132,18 @@ class Flow:
             end.reset()
 
     def new_connection(self) -> int:
-        return next(self._connections)
+        number = next(self._connections)
+        self._numbered.append(number)
+        return number
+
+    def export(self) -> dict[str, Any]:
+        """What this flow holds, as plain JSON-ready data, for :func:`merge` in another process."""
+        return {
+            "token": self.token,
+            "events": [_plain(event) for event in self.events],
+            "ends": [[*end.who, end.sent, end.received, end.others] for end in self._ends],
+            "numbered": list(self._numbered),
+        }
 
     def end(self, connection: int, server: str, client: str, at: str) -> Recorder:
         """A recorder for one end (``at``) of a connection, recording into this flow."""
@@ -172,6 +187,79 @@ class Flow:
         from . import views
 
         return views.live(self, **options)
+
+
+def merge(first: Flow | dict[str, Any], *others: Flow | dict[str, Any]) -> Flow:
+    """One flow holding the events of several, in the order they happened.
+
+    Each argument is a :class:`Flow` or what :meth:`Flow.export` made of one,
+    in this process or another (worker processes send theirs). The first keeps
+    its connection numbers; the others' connections are numbered after it,
+    except those both ends of which were recorded (a client here, its server in
+    a worker given this flow's token): they become one connection again, named
+    after the server that served it. Times are ``time.monotonic_ns()``, which
+    processes of one machine share. The result is a new flow, a snapshot.
+    """
+    parts = [part if isinstance(part, dict) else part.export() for part in (first, *others)]
+    token = parts[0]["token"]
+    numbered = [set(part["numbered"]) for part in parts]
+
+    def kept(part: int, connection: int) -> bool:
+        """The first flow's number: its own connections, and the server ends of its clients'."""
+        return part == 0 or (parts[part]["token"] == token and connection not in numbered[part])
+
+    taken = {
+        connection
+        for index, part in enumerate(parts)
+        for connection in _connections_in(part)
+        if kept(index, connection)
+    }
+    fresh = (number for number in itertools.count(1) if number not in taken)
+    renumbered: dict[tuple[int, int], int] = {}
+
+    def number(part: int, connection: int) -> int:
+        if kept(part, connection):
+            return connection
+        if (part, connection) not in renumbered:
+            renumbered[part, connection] = next(fresh)
+        return renumbered[part, connection]
+
+    served_by = {
+        number(index, end[0]): end[1]
+        for index, part in enumerate(parts)
+        for end in part["ends"]
+        if end[3] == "server"
+    }
+    merged = Flow(max(CAP, sum(len(part["events"]) for part in parts)), token=token)
+    records = []
+    for index, part in enumerate(parts):
+        for connection, server, client, at, sent, received, others in part["ends"]:
+            connection = number(index, connection)
+            end = merged.end(connection, served_by.get(connection, server), client, at)
+            end.sent, end.received, end.others, end.installed = sent, received, others, True
+        for event in part["events"]:
+            _, time_ns, kind, connection, server, client, at, sender, type_ = event[:9]
+            size, head, count, code, detail = event[9:]
+            connection = number(index, connection)
+            who = (connection, served_by.get(connection, server), client, at)
+            meta = (kind, who, sender, type_)
+            if kind == "message":
+                records.append((time_ns, meta, size, head.encode("latin-1"), count))
+            else:
+                records.append((time_ns, meta, code, detail))
+    records.sort(key=lambda record: record[0])  # stable: one end's order is kept on ties
+    merged._records.extend(records)
+    merged._connections = itertools.count(max(taken | set(renumbered.values()), default=0) + 1)
+    return merged
+
+
+def _connections_in(part: dict[str, Any]) -> set[int]:
+    return {end[0] for end in part["ends"]} | {event[3] for event in part["events"]}
+
+
+def _plain(event: Event) -> list[Any]:
+    """An event as JSON can carry it: the head's bytes as a latin-1 string."""
+    return [*event[:10], event.head.decode("latin-1"), *event[11:]]
 
 
 class Recorder(Extension):

@@ -121,7 +121,12 @@ class ChildProcess:
         assert self.process is not None and self.process.stderr is not None
         while line := await self.process.stderr.readline():
             if line.strip():
-                self.stderr_tail.append(line.decode(errors="replace").rstrip())
+                text = line.decode(errors="replace").rstrip()
+                self.stderr_tail.append(text)
+                self.heard(text)
+
+    def heard(self, line: str) -> None:
+        """Called with each line the process writes on stderr; for subclasses."""
 
     def start(self) -> None:
         """Measure from now (a server also starts broadcasting)."""

@@ -1,0 +1,219 @@
+"""Worker processes: pub/sub servers in processes of their own, flows merged, none left over."""
+
+import asyncio
+import json
+import signal
+import textwrap
+
+import psutil
+import pytest
+
+from wspatterns.processes import ProcessFailed
+from wspatterns.redis_server import start_redis
+from wspatterns.workers import start_workers
+
+from .utils import MS, run_python
+
+
+async def send(websocket, **request):
+    await websocket.send(json.dumps(request))
+
+
+async def receive(websocket):
+    async with asyncio.timeout(2000 * MS):
+        return json.loads(await websocket.recv())
+
+
+async def subscribe(websocket, channel="news"):
+    await send(websocket, action="subscribe", channel=channel)
+    assert await receive(websocket) == {"subscribed": channel}
+
+
+def pids(workers) -> list[int]:
+    return [worker.process.pid for worker in workers.processes]
+
+
+def gone(pid_list) -> bool:
+    return not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        for pid in pid_list
+    )
+
+
+async def eventually(condition, seconds=5):
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(10 * MS)
+
+
+async def test_memory_hubs_in_two_processes_miss_each_others_clients():
+    async with await start_workers(2, hub="memory") as workers:
+        alice = await workers.connect("alice")
+        bob = await workers.connect("bob")
+        for client in (alice, bob):
+            await subscribe(client)
+        await send(alice, action="publish", channel="news", message="hello")
+        assert await receive(alice) == {"channel": "news", "message": "hello"}
+        await send(bob, action="publish", channel="news", message="only here")
+        assert await receive(bob) == {"channel": "news", "message": "only here"}  # not hello
+        flow = await workers.flow()
+    hellos = [e for e in flow.events if e.sender == "server" and b'"message": "hello"' in e.head]
+    assert {(e.server, e.client) for e in hellos} == {("worker-1", "alice")}
+
+
+async def test_redis_hubs_reach_every_client_and_the_merged_flow_shows_the_way_through_redis():
+    async with await start_workers(2, hub="redis") as workers:
+        assert workers.names == ["worker-1", "worker-2"]
+        alice = await workers.connect("alice")
+        bob = await workers.connect("bob")
+        for client in (alice, bob):
+            await subscribe(client)
+        await send(alice, action="publish", channel="news", message="hello")
+        for client in (alice, bob):
+            assert await receive(client) == {"channel": "news", "message": "hello"}
+        flow = await workers.flow()
+    hops = [(e.client, e.server, e.sender, e.head[:20]) for e in flow.events if e.kind == "message"]
+    # One message, followed from process to process, each hop recorded where it happened.
+    way = [
+        ("alice", "worker-1", "client", b'{"action": "publish"'),
+        ("worker-1", "redis", "client", b"PUBLISH news hello"),
+        ("worker-2", "redis", "server", b"news: hello"),
+        ("bob", "worker-2", "server", b'{"channel": "news", '),
+    ]
+    assert all(hop in hops for hop in way)
+    assert [hops.index(hop) for hop in way] == sorted(hops.index(hop) for hop in way)
+    # Both ends of alice's connection, recorded in two processes, are one connection again.
+    alice_connections = {e.connection for e in flow.events if e.client == "alice"}
+    assert len(alice_connections) == 1
+    assert {e.server for e in flow.events if e.client == "alice"} == {"worker-1"}
+    text = repr(flow.sequence())
+    assert "worker-1 → redis" in text and "redis → worker-2" in text and "server" not in text
+
+
+async def test_clients_are_spread_in_turn_or_placed_where_asked():
+    async with await start_workers(2) as workers:
+        clients = [await workers.connect(name) for name in ("a", "b", "c")]
+        placed = await workers.connect("d", worker=1)
+        for client in (*clients, placed):
+            await subscribe(client)
+        flow = await workers.flow()
+        with pytest.raises(IndexError, match="2 workers"):
+            workers.connect("e", worker=2)
+    served = {e.client: e.server for e in flow.events if e.at == "server"}
+    assert served == {"a": "worker-1", "b": "worker-2", "c": "worker-1", "d": "worker-2"}
+
+
+async def test_clear_forgets_here_and_in_the_workers():
+    async with await start_workers(2) as workers:
+        alice = await workers.connect("alice")
+        await subscribe(alice)
+        await workers.clear()
+        await send(alice, action="publish", channel="news", message="after")
+        await receive(alice)
+        flow = await workers.flow()
+    assert [e.head for e in flow.events if e.kind == "message"][-1].startswith(b'{"channel"')
+    assert not any(b"subscribe" in e.head for e in flow.events)
+
+
+async def test_workers_say_when_redis_is_gone_and_serve_again_when_it_is_back():
+    own = start_redis()
+    try:
+        async with await start_workers(2, hub="redis", redis=own) as workers:
+            alice = await workers.connect("alice")
+            bob = await workers.connect("bob")
+            for client in (alice, bob):
+                await subscribe(client)
+            own.kill()
+            await eventually(lambda: len(workers.reports) >= 2)
+            lost = sorted(str(report) for report in workers.reports)
+            assert "[worker-1] hub 'worker-1' lost Redis" in lost[0]
+            assert "[worker-2] hub 'worker-2' lost Redis" in lost[1]
+            await send(alice, action="publish", channel="news", message="lost")
+            assert "Redis at" in (await receive(alice))["error"]
+            own.restart()
+            await eventually(lambda: len(workers.reports) >= 4)
+            assert sum("reconnected" in str(report) for report in workers.reports) == 2
+            await send(alice, action="publish", channel="news", message="back")
+            for client in (alice, bob):
+                assert await receive(client) == {"channel": "news", "message": "back"}
+            flow = await workers.flow()
+        drops = [e for e in flow.events if e.server == "redis" and e.kind in ("end", "open")]
+        assert [e.kind for e in drops if e.client == "worker-1"] == ["open", "end", "open"]
+    finally:
+        own.stop()
+
+
+# Bad input, and no process left behind
+
+
+async def test_bad_arguments_are_refused_before_anything_starts():
+    with pytest.raises(ValueError, match="hub must be one of memory, redis, streams"):
+        await start_workers(2, hub="kafka")
+    with pytest.raises(ValueError, match="count must be 1 or more"):
+        await start_workers(0)
+
+
+async def test_stopped_workers_and_their_redis_are_gone():
+    workers = await start_workers(2, hub="redis")
+    started = pids(workers) + [workers.redis.process.pid]
+    await workers.stop()
+    assert gone(started)
+
+
+async def test_a_worker_that_cannot_start_says_why_and_nothing_is_left():
+    before = set(psutil.Process().children(recursive=True))
+    with pytest.raises(ProcessFailed) as failure:
+        await start_workers(2, hub="redis", redis="not-a-url")
+    assert "worker 'worker-1'" in str(failure.value) or "worker 'worker-2'" in str(failure.value)
+    assert "last words" in str(failure.value)
+    await eventually(lambda: set(psutil.Process().children(recursive=True)) <= before)
+
+
+async def test_cancelling_while_workers_start_leaves_nothing():
+    before = set(psutil.Process().children(recursive=True))
+    starting = asyncio.create_task(start_workers(2, hub="redis"))
+    await asyncio.sleep(50 * MS)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await eventually(lambda: set(psutil.Process().children(recursive=True)) <= before)
+
+
+async def test_an_error_inside_async_with_stops_the_workers():
+    with pytest.raises(RuntimeError, match="lesson cell failed"):
+        async with await start_workers(2) as workers:
+            started = pids(workers)
+            raise RuntimeError("lesson cell failed")
+    assert gone(started)
+
+
+def test_workers_and_redis_die_with_a_killed_kernel():
+    # A kernel killed outright runs no atexit: Linux's parent-death signal is the only help.
+    script = textwrap.dedent(
+        """
+        import asyncio, os, signal, sys
+        from wspatterns.workers import start_workers
+
+        async def main():
+            workers = await start_workers(2, hub="redis")
+            pids = [w.process.pid for w in workers.processes] + [workers.redis.process.pid]
+            print(*pids, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        asyncio.run(main())
+        """
+    )
+    result = run_python(script)
+    assert result.returncode == -signal.SIGKILL
+    started = [int(pid) for pid in result.stdout.split()]
+    assert len(started) == 3
+    deadline = asyncio.run(_wait_gone(started))
+    assert deadline, f"still running after the parent died: {started}"
+
+
+async def _wait_gone(pid_list) -> bool:
+    try:
+        await eventually(lambda: gone(pid_list))
+    except TimeoutError:
+        return False
+    return True

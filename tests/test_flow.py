@@ -1,6 +1,7 @@
 import asyncio
 import base64
 import hashlib
+import itertools
 
 import pytest
 from websockets.asyncio.client import connect as raw_connect
@@ -8,6 +9,7 @@ from websockets.asyncio.server import broadcast
 from websockets.frames import Frame, Opcode
 
 from wspatterns import Flow, connect, serve, serve_in_thread
+from wspatterns.flow import merge
 from wspatterns.patterns import registration
 
 from .utils import MS, crashed_server, echo
@@ -265,3 +267,44 @@ async def test_a_handshake_request_split_over_packets_is_still_recorded():
     await asyncio.sleep(20 * MS)
     opens = [e for e in server.flow.events if e.kind == "open"]
     assert [(e.client, e.detail) for e in opens] == [("client-1", "/split")]
+
+
+# Flows from several processes, merged
+
+
+async def test_merge_joins_the_two_ends_of_a_connection_recorded_in_two_flows():
+    here = Flow()
+    there = Flow(token=here.token)  # as a worker process started from here would have
+    there._connections = itertools.count(-1, -1)
+    async with serve(echo, name="far", flow=there) as server:
+        async with connect(server.url, name="alice", flow=here) as alice:
+            await alice.send("ping")
+            await alice.recv()
+        async with raw_connect(server.url) as stranger:
+            await stranger.send("who?")
+            await stranger.recv()
+    merged = merge(here, there.export())
+    assert len(merged) == len(here) + len(there)
+    times = [event.time for event in merged.events]
+    assert times == sorted(times)
+    alice_events = [event for event in merged.events if event.client == "alice"]
+    assert {event.connection for event in alice_events} == {1}
+    assert {event.server for event in alice_events} == {"far"}  # the server end knows its name
+    assert {event.at for event in alice_events} == {"client", "server"}
+    stranger_events = [event for event in merged.events if event.client != "alice"]
+    assert {event.connection for event in stranger_events} == {2}  # numbered after alice's
+    assert sum(end.sent for end in merged.totals) == 3  # alice: ping; far: two echoes
+    assert repr(merged.sequence()).count("alice → far") == 1  # one arrow, two records
+
+
+def test_merge_numbers_separate_flows_apart():
+    first, second = Flow(), Flow()
+    for flow, name in ((first, "a"), (second, "b")):
+        end = flow.end(flow.new_connection(), "server", name, "client")
+        end.add("open", detail="/")
+    merged = merge(first, second)
+    assert sorted((event.client, event.connection) for event in merged.events) == [
+        ("a", 1),
+        ("b", 2),
+    ]
+    assert merged.new_connection() == 3

@@ -199,16 +199,19 @@ def check_method(method: str) -> None:
 # Messages that carry the time they were sent
 
 
-def stamped_message(size: int) -> bytes:
+def stamped_message(size: int, *, text: bool = False) -> bytes:
     """``size`` bytes starting with ``time.time_ns()`` in digits and a space, then random bytes.
 
-    Random bytes, because compression would shrink anything else to nothing. A message is
-    never shorter than its stamp (19 digits).
+    Random bytes, because compression would shrink anything else to nothing. With ``text``,
+    random hex digits instead, so that the message is also UTF-8 text, as a Redis hub
+    carries. A message is never shorter than its stamp (19 digits).
     """
     stamp = str(time.time_ns()).encode()
     if size <= len(stamp) + 1:
         return stamp
-    return stamp + b" " + os.urandom(size - len(stamp) - 1)
+    rest = size - len(stamp) - 1
+    filler = os.urandom((rest + 1) // 2).hex()[:rest].encode() if text else os.urandom(rest)
+    return stamp + b" " + filler
 
 
 def latency_ns(message: Data, received: int) -> int:
@@ -248,9 +251,10 @@ class Broadcaster:
     A window opens at each :meth:`start`; :meth:`report` says what happened since.
     """
 
-    def __init__(self, strategy: Strategy, size: int, rate: float) -> None:
+    def __init__(self, strategy: Strategy, size: int, rate: float, *, text: bool = False) -> None:
         self.strategy = strategy
         self.size = size
+        self.text = text  # messages of text, not bytes: see stamped_message()
         self.period = 1 / rate
         self.broadcasts = 0
         self.busy = 0.0  # seconds spent inside strategy.broadcast()
@@ -293,7 +297,7 @@ class Broadcaster:
         due = loop.time()
         while True:
             start = time.perf_counter()
-            await self.strategy.broadcast(stamped_message(self.size))
+            await self.strategy.broadcast(stamped_message(self.size, text=self.text))
             self.busy += time.perf_counter() - start
             self.broadcasts += 1
             # Keep to the schedule; after a broadcast that overran it, start again from now

@@ -294,7 +294,7 @@ async def test_merge_joins_the_two_ends_of_a_connection_recorded_in_two_flows():
     stranger_events = [event for event in merged.events if event.client != "alice"]
     assert {event.connection for event in stranger_events} == {2}  # numbered after alice's
     assert sum(end.sent for end in merged.totals) == 3  # alice: ping; far: two echoes
-    assert repr(merged.sequence()).count("alice → far") == 1  # one arrow, two records
+    assert repr(merged.sequence()).count("alice → server: “ping”") == 1  # one arrow, two records
 
 
 def test_merge_numbers_separate_flows_apart():

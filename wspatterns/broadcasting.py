@@ -33,10 +33,10 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 from websockets.uri import parse_uri
@@ -328,28 +328,159 @@ async def run_server(method: str, size: int, rate: float, *, kit: bool, paused: 
     if not paused:
         broadcaster.start()
 
-    def report() -> None:
+    def report() -> dict[str, Any]:
         figures = broadcaster.report()
         if kit:  # proof that recording was on: events recorded since the server started
             figures["recorded"] = kit_server.flow.recorded
-        say(figures)
-
-    def stop() -> None:
-        report()
-        broadcaster.pause()
+        return figures
 
     try:
-        await until_signal(obey(broadcaster.start, stop))
-        if broadcaster.open:
-            report()
+        await measure_on_command(broadcaster, report)
     finally:
         broadcaster.pause()
         if kit:
             await kit_server.stop()
         else:
-            ws_server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ws_server.wait_closed(), 5)
+            await close_plain_server(ws_server)
+
+
+async def measure_on_command(
+    window: Broadcaster | Relay, report: Callable[[], dict[str, Any]]
+) -> None:
+    """Obey the parent until told to quit: ``start`` opens ``window``, ``stop`` prints
+    ``report()`` as a JSON line and pauses it. End of stdin, SIGTERM and SIGINT also quit,
+    after printing the report of a window still open."""
+
+    def stop() -> None:
+        say(report())
+        window.pause()
+
+    await until_signal(obey(window.start, stop))
+    if window.open:
+        say(report())
+
+
+async def close_plain_server(server: Server) -> None:
+    """Close a websockets server, giving its connections at most 5 s to close."""
+    server.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
+# Fan-out through Redis: a publisher process, relay processes
+
+#: The Redis channel the publisher and relay processes use unless told otherwise.
+CHANNEL = "fanout"
+
+
+class RedisPublisher(Strategy):
+    """Broadcast by publishing on a Redis channel: the relays subscribed to it send it on.
+
+    It has no clients of its own; ``client`` is a ``redis.asyncio`` client.
+    """
+
+    def __init__(self, client: Any, channel: str) -> None:
+        super().__init__()
+        self.client = client
+        self.channel = channel
+
+    async def broadcast(self, message: Data) -> None:
+        await self.client.publish(self.channel, message)
+
+
+async def run_publisher(redis_url: str, channel: str, size: int, rate: float, *, paused: bool):
+    """Publish a stamped text message on ``channel`` every ``1 / rate`` s.
+
+    Prints ``redis_url`` once Redis answers, then obeys commands on stdin as :func:`run_server`
+    does; the report's ``broadcast_ms`` is the time one publish takes. Raises redis-py's
+    ConnectionError if Redis cannot be reached.
+    """
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(redis_url)
+    try:
+        await client.ping()
+        say(redis_url)
+        publisher = Broadcaster(RedisPublisher(client, channel), size, rate, text=True)
+        if not paused:
+            publisher.start()
+        try:
+            await measure_on_command(publisher, publisher.report)
+        finally:
+            publisher.pause()
+    finally:
+        await client.aclose()
+
+
+class Relay:
+    """Sends each message published on a Redis channel to all its clients with websockets'
+    ``broadcast()``, and measures the hop: how late messages arrive from their publisher.
+
+    Serve :attr:`room`'s handler and give :meth:`deliver` to a hub's ``subscribe()``. A
+    window opens at each :meth:`start`; :meth:`report` says what happened since.
+    """
+
+    def __init__(self) -> None:
+        self.room = BuiltIn()
+        self.hop = LatencyLog(1)
+        self.busy = 0.0  # seconds spent inside broadcast() while the window is open
+
+    @property
+    def open(self) -> bool:
+        return self.hop.open
+
+    def start(self) -> None:
+        self.hop.start()
+        self.busy = 0.0
+
+    def pause(self) -> None:
+        self.hop.open = False
+
+    def deliver(self, channel: str, message: str, id: str | None = None) -> None:
+        """Send ``message`` on (bytes: a binary frame, as the server process sends)."""
+        data = message.encode()
+        with contextlib.suppress(ValueError):  # a message without a stamp is sent, not timed
+            self.hop.record(0, data)
+        start = time.perf_counter()
+        broadcast(self.room.clients, data)
+        if self.hop.open:
+            self.busy += time.perf_counter() - start
+
+    def report(self) -> dict[str, Any]:
+        """Messages relayed in the window, the hop's percentiles (ms), the time one
+        ``broadcast()`` took, seconds, CPU load, and the memory the process occupies."""
+        hop = self.hop.summary()
+        messages = hop["messages"]
+        return {
+            "event": "report",
+            "clients": len(self.room.clients),
+            "messages": messages,
+            **{f"hop_{name}": hop[name] for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
+            "broadcast_ms": round(self.busy / messages * 1000, 3) if messages else None,
+            "seconds": hop["seconds"],
+            "cpu": hop["cpu"],
+            "memory_mb": round(resident_bytes() / 2**20, 1),
+        }
+
+
+async def run_relay(redis_url: str, channel: str) -> None:
+    """Serve on 127.0.0.1, subscribe to ``channel`` through a :class:`~wspatterns.pubsub.RedisHub`,
+    print the URL, and relay every message to every client.
+
+    Obeys commands on stdin as :func:`run_server` does. Raises
+    :class:`~wspatterns.pubsub.HubUnavailable` if Redis cannot be reached.
+    """
+    from .pubsub import RedisHub  # only relays need Redis
+
+    relay = Relay()
+    server = await serve(relay.room.handler, "127.0.0.1", 0, compression=None)
+    try:
+        async with RedisHub(redis_url, name="relay") as hub:
+            await hub.subscribe(channel, relay.deliver)
+            say(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+            await measure_on_command(relay, relay.report)
+    finally:
+        await close_plain_server(server)
 
 
 # The clients process
@@ -415,26 +546,28 @@ async def open_slow_client(url: str, timeout: float) -> ClientConnection:
 
 
 async def run_clients(
-    url: str, count: int, slow: int = 0, *, seconds: float | None, warmup: float = 0.5
+    url: str | list[str], count: int, slow: int = 0, *, seconds: float | None, warmup: float = 0.5
 ) -> int:
     """Open ``count`` clients (and ``slow`` that never read), print progress as JSON lines.
 
-    With ``seconds``, measure for that long after ``warmup`` and print the summary; without,
+    Several URLs share the clients out in turn (the relays of one channel, say). With ``seconds``, measure for that long after ``warmup`` and print the summary; without,
     obey ``start`` / ``stop`` / ``quit`` lines on stdin. Returns the exit code: 1 if no
     client could connect.
     """
+    urls = [url] if isinstance(url, str) else url
     timeout = 30.0
     gate = asyncio.Semaphore(OPENING_AT_ONCE)
 
-    async def open_one(is_slow: bool) -> ClientConnection:
+    async def open_one(is_slow: bool, number: int) -> ClientConnection:
+        url = urls[number % len(urls)]
         async with gate:
             if is_slow:
                 return await open_slow_client(url, timeout)
             return await connect(url, proxy=None, max_size=None, open_timeout=timeout)
 
     opened = await asyncio.gather(
-        *(open_one(False) for _ in range(count)),
-        *(open_one(True) for _ in range(slow)),
+        *(open_one(False, number) for number in range(count)),
+        *(open_one(True, number) for number in range(slow)),
         return_exceptions=True,
     )
     clients = [c for c in opened[:count] if isinstance(c, ClientConnection)]
@@ -450,7 +583,7 @@ async def run_clients(
         }
     )
     if not clients:
-        print(f"no client could connect to {url}", file=sys.stderr, flush=True)
+        print(f"no client could connect to {', '.join(urls)}", file=sys.stderr, flush=True)
         return 1
 
     log = LatencyLog(len(clients))

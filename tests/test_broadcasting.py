@@ -9,15 +9,20 @@ from asyncio.subprocess import PIPE
 
 import psutil
 import pytest
+from redis import asyncio as redis_asyncio
 from websockets.asyncio.client import connect as plain_connect
 
 from wspatterns import connect, serve
 from wspatterns.broadcasting import (
+    CHANNEL,
     STRATEGIES,
     BuiltIn,
+    ClientsProcess,
     LatencyLog,
     ProcessFailed,
+    PublisherProcess,
     QueuePerClient,
+    RelayProcess,
     ServerProcess,
     TaskPerClient,
     check_method,
@@ -28,6 +33,7 @@ from wspatterns.broadcasting import (
     stamped_message,
 )
 from wspatterns.experiments import still_running
+from wspatterns.redis_server import start_redis
 
 from .utils import MS
 
@@ -243,3 +249,106 @@ async def test_a_server_process_that_fails_to_start_says_why_and_is_gone():
     assert "its last words: " in str(failure.value)
     assert "--rate more than 0" in str(failure.value)
     assert psutil.Process().children(recursive=True) == []
+
+
+# Fan-out through Redis: publisher and relay processes
+
+
+@pytest.fixture
+def redis_server():
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+def children_but(redis_server) -> list[psutil.Process]:
+    """This process's children, except the redis-server the test started."""
+    own = redis_server.process.pid if redis_server.process is not None else None
+    return [child for child in psutil.Process().children(recursive=True) if child.pid != own]
+
+
+async def test_a_relay_process_sends_what_is_published_to_its_clients_and_times_the_hop(
+    redis_server,
+):
+    redis = redis_asyncio.from_url(redis_server.url)
+    async with RelayProcess(redis_server.url) as relay:
+        client = await plain_connect(relay.url, proxy=None)
+        relay.start()
+        async with asyncio.timeout(5_000 * MS):
+            while True:  # until the relay has registered the client
+                message = stamped_message(64, text=True)
+                await redis.publish(CHANNEL, message)
+                with contextlib.suppress(TimeoutError):
+                    assert await asyncio.wait_for(client.recv(), 100 * MS) == message
+                    break
+        report = await relay.stop()
+        await client.close()
+    await redis.aclose()
+    assert report["clients"] == 1 and report["messages"] >= 1
+    assert 0 <= report["hop_p50_ms"] <= report["hop_p99_ms"]
+    assert children_but(redis_server) == []
+
+
+async def test_a_publisher_process_publishes_stamped_text_messages(redis_server):
+    redis = redis_asyncio.from_url(redis_server.url)
+    async with redis.pubsub() as listener:
+        await listener.subscribe(CHANNEL)
+        async with PublisherProcess(redis_server.url, rate=50) as publisher:
+            assert publisher.url == redis_server.url
+            publisher.start()
+            async with asyncio.timeout(5_000 * MS):
+                while (event := await listener.get_message(timeout=None))["type"] != "message":
+                    pass
+            report = await publisher.stop()
+    await redis.aclose()
+    assert len(event["data"]) == 64 and latency_ns(event["data"].decode(), 0) < 0  # text, stamped
+    assert report["broadcasts"] >= 1 and report["clients"] == 0
+    assert children_but(redis_server) == []
+
+
+async def test_a_publisher_reaches_the_clients_of_two_relays_through_redis(redis_server):
+    async with contextlib.AsyncExitStack() as stack:
+        relays = [await stack.enter_async_context(RelayProcess(redis_server.url)) for _ in "12"]
+        publisher = await stack.enter_async_context(PublisherProcess(redis_server.url, rate=50))
+        clients = await stack.enter_async_context(ClientsProcess([r.url for r in relays], 4))
+        assert clients.ready["connected"] == 4
+        for each in (*relays, publisher):
+            each.start()
+        await asyncio.sleep(200 * MS)  # every client registered, and some messages
+        clients.start()
+        await asyncio.sleep(300 * MS)
+        summary = await clients.stop()
+        reports = [await relay.stop() for relay in relays]
+        await publisher.stop()
+    assert summary["fewest"] >= 1  # every client, of either relay, got messages
+    assert [report["clients"] for report in reports] == [2, 2]
+    assert children_but(redis_server) == []
+
+
+async def test_a_relay_process_is_gone_when_killed_or_cancelled(redis_server):
+    async with RelayProcess(redis_server.url) as relay:
+        relay.kill()
+        assert "exited with code -9" in await relay.gone()
+    entered = asyncio.Event()
+
+    async def relay_forever():
+        async with RelayProcess(redis_server.url):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(relay_forever())
+    await asyncio.wait_for(entered.wait(), 10_000 * MS)
+    assert len(children_but(redis_server)) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert children_but(redis_server) == []
+
+
+async def test_a_relay_process_that_cannot_reach_redis_says_why_and_is_gone(redis_server):
+    with pytest.raises(ProcessFailed) as failure:
+        async with RelayProcess("redis://127.0.0.1:9/0"):
+            pass
+    assert str(failure.value).startswith("the relay process exited with code 1 before its URL")
+    assert "Redis at redis://127.0.0.1:9/0 is unreachable" in str(failure.value)
+    assert children_but(redis_server) == []

@@ -275,3 +275,14 @@ async def test_svg_lanes_widen_so_an_error_note_and_a_close_reason_are_not_cut()
     diagram = server.flow.sequence()
     for step in diagram.steps:  # every label of this short flow appears whole in the SVG
         assert html.escape(step.text, quote=True) in diagram.svg, step.text
+
+
+async def test_a_wider_sequence_shows_more_of_each_message():
+    server = await serve(echo)
+    async with connect(server) as websocket:
+        await websocket.send('{"channel": "news", "message": "hello"}')
+        await websocket.recv()
+    narrow, wide = repr(server.flow.sequence()), repr(server.flow.sequence(width=44))
+    assert '"hello"' not in narrow and '{"channel": "news", "message": "hello"}' in wide
+    with pytest.raises(ValueError, match="width must be at least 1"):
+        server.flow.sequence(width=0)

@@ -18,8 +18,17 @@ processes; this module is both::
     python -m wspatterns.broadcasting server --method naive --size 64 --rate 10
     python -m wspatterns.broadcasting clients ws://127.0.0.1:PORT/ --count 100 --slow 1
 
-:class:`ServerProcess`, :class:`ClientsProcess` and :func:`measure` start and
-drive those processes from Python, and always stop them.
+To fan out across processes instead, a publisher publishes on a Redis channel
+and relays, each a server subscribed to it, ``broadcast()`` every message to
+their own clients; clients can be shared out over several URLs::
+
+    python -m wspatterns.broadcasting publisher redis://127.0.0.1:PORT/0 --rate 10
+    python -m wspatterns.broadcasting relay redis://127.0.0.1:PORT/0
+    python -m wspatterns.broadcasting clients ws://127.0.0.1:P1/ ws://127.0.0.1:P2/ --count 100
+
+:class:`ServerProcess`, :class:`ClientsProcess`, :class:`PublisherProcess`,
+:class:`RelayProcess` and :func:`measure` start and drive those processes from
+Python, and always stop them.
 """
 
 from __future__ import annotations
@@ -550,7 +559,8 @@ async def run_clients(
 ) -> int:
     """Open ``count`` clients (and ``slow`` that never read), print progress as JSON lines.
 
-    Several URLs share the clients out in turn (the relays of one channel, say). With ``seconds``, measure for that long after ``warmup`` and print the summary; without,
+    Several URLs share the clients out in turn (the relays of one channel, say). With
+    ``seconds``, measure for that long after ``warmup`` and print the summary; without,
     obey ``start`` / ``stop`` / ``quit`` lines on stdin. Returns the exit code: 1 if no
     client could connect.
     """
@@ -639,10 +649,10 @@ def _raise_file_limit() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the server or the clients process named in ``argv``; returns the exit code."""
+    """Run the process named in ``argv`` (server, clients, publisher, relay); the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m wspatterns.broadcasting",
-        description="The two processes of the broadcast experiment.",
+        description="The processes of the broadcast experiment, and of fan-out through Redis.",
     )
     roles = parser.add_subparsers(dest="role", required=True)
     server = roles.add_parser(
@@ -653,28 +663,54 @@ def main(argv: list[str] | None = None) -> int:
         "report as JSON), quit; end of stdin, SIGTERM and SIGINT quit too.",
     )
     server.add_argument("--method", choices=list(STRATEGIES), default="default")
-    server.add_argument("--size", type=int, default=64, help="bytes per message (64)")
-    server.add_argument("--rate", type=float, default=10.0, help="broadcasts a second (10)")
     server.add_argument("--kit", action="store_true", help="serve with wspatterns (recording)")
-    server.add_argument("--paused", action="store_true", help="wait for 'start' to broadcast")
+    publisher = roles.add_parser(
+        "publisher",
+        help="publish on a Redis channel; print the Redis URL, then a JSON report",
+        description="Publish a stamped text message on CHANNEL every 1/rate s, once Redis "
+        "answers (then print REDIS_URL). Reads commands on stdin as the server does.",
+    )
+    publisher.add_argument("redis_url")
+    for broadcasting in (server, publisher):
+        broadcasting.add_argument("--size", type=int, default=64, help="bytes per message (64)")
+        broadcasting.add_argument("--rate", type=float, default=10.0, help="a second (10)")
+        broadcasting.add_argument("--paused", action="store_true", help="wait for 'start'")
+    relay = roles.add_parser(
+        "relay",
+        help="broadcast every message of a Redis channel; print the URL, then a JSON report",
+        description="Serve on 127.0.0.1 (any free port), subscribe to CHANNEL through a "
+        "RedisHub, print the URL, and broadcast() every message to every client. Reads "
+        "commands on stdin as the server does; the report gives how late messages reached "
+        "the relay from the publisher (the hop).",
+    )
+    relay.add_argument("redis_url")
+    for redis_role in (publisher, relay):
+        redis_role.add_argument("--channel", default=CHANNEL, help=f"({CHANNEL})")
     clients = roles.add_parser(
         "clients",
         help="open clients to URL; print latencies as JSON",
-        description="Open COUNT clients to URL and measure how late messages arrive. With "
-        "--seconds, measure that long and print a JSON summary; without, measure between "
-        "'start' and 'stop' lines on stdin.",
+        description="Open COUNT clients to URL (in turn to each URL, if several) and measure "
+        "how late messages arrive. With --seconds, measure that long and print a JSON "
+        "summary; without, measure between 'start' and 'stop' lines on stdin.",
     )
-    clients.add_argument("url")
+    clients.add_argument("url", nargs="+")
     clients.add_argument("--count", type=int, default=10, help="clients that read (10)")
     clients.add_argument("--slow", type=int, default=0, help="clients that never read (0)")
     clients.add_argument("--seconds", type=float, help="measure this long, then exit")
     clients.add_argument("--warmup", type=float, default=0.5, help="before measuring (0.5 s)")
     args = parser.parse_args(argv)
     _raise_file_limit()
+    if args.role in ("server", "publisher") and (args.size < 0 or not args.rate > 0):
+        parser.error("--size must be 0 or more and --rate more than 0")
     if args.role == "server":
-        if args.size < 0 or not args.rate > 0:
-            parser.error("--size must be 0 or more and --rate more than 0")
         asyncio.run(run_server(args.method, args.size, args.rate, kit=args.kit, paused=args.paused))
+        return 0
+    if args.role == "publisher":
+        run = run_publisher(args.redis_url, args.channel, args.size, args.rate, paused=args.paused)
+        asyncio.run(run)
+        return 0
+    if args.role == "relay":
+        asyncio.run(run_relay(args.redis_url, args.channel))
         return 0
     if args.count < 1 or args.slow < 0:
         parser.error("--count must be 1 or more and --slow 0 or more")
@@ -686,27 +722,18 @@ def main(argv: list[str] | None = None) -> int:
 # Driving the processes from Python
 
 
-class ServerProcess(ChildProcess):
-    """A broadcasting server in its own process; ``async with ServerProcess(...) as server:``.
-
-    ``server.url`` is where it listens. It starts paused: ``start()`` broadcasts and opens a
-    measuring window, ``await stop()`` pauses and returns the window's report. Leaving the
-    block stops the process (killing it after an error). Raises :class:`ProcessFailed`.
-    """
+class AddressedProcess(ChildProcess):
+    """A process of this module whose first line is a URL: entering starts it and waits for
+    that line, kept in ``url``. Leaving stops it (killing it after an error)."""
 
     module = "wspatterns.broadcasting"
-    role = "server"
+    report = "report"
 
-    def __init__(
-        self, method: str, *, size: int = 64, rate: float = 10.0, kit: bool = False
-    ) -> None:
-        check_method(method)
-        args = ["server", "--method", method, "--size", str(size), "--rate", str(rate), "--paused"]
-        super().__init__(args + (["--kit"] if kit else []))
-        self.method, self.kit = method, kit
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(args)
         self.url = ""
 
-    async def __aenter__(self) -> ServerProcess:
+    async def __aenter__(self) -> Self:
         await self._start()
         try:
             self.url = await self.read(30, "URL")
@@ -715,22 +742,78 @@ class ServerProcess(ChildProcess):
             raise
         return self
 
+
+class ServerProcess(AddressedProcess):
+    """A broadcasting server in its own process; ``async with ServerProcess(...) as server:``.
+
+    ``server.url`` is where it listens. It starts paused: ``start()`` broadcasts and opens a
+    measuring window, ``await stop()`` pauses and returns the window's report. Leaving the
+    block stops the process (killing it after an error). Raises :class:`ProcessFailed`.
+    """
+
+    role = "server"
     report = "report"  # broadcasts, cpu, memory_mb
+
+    def __init__(
+        self, method: str, *, size: int = 64, rate: float = 10.0, kit: bool = False
+    ) -> None:
+        check_method(method)
+        args = ["server", "--method", method, "--size", str(size), "--rate", str(rate), "--paused"]
+        super().__init__(args + (["--kit"] if kit else []))
+        self.method, self.kit = method, kit
+
+
+class PublisherProcess(AddressedProcess):
+    """Publishes stamped messages on ``channel`` of the Redis at ``redis_url``, from its own
+    process; ``async with PublisherProcess(...) as publisher:``.
+
+    Entering waits until Redis answers it (``url`` is then ``redis_url``). It starts paused:
+    ``start()`` publishes every ``1 / rate`` s and opens a measuring window, ``await stop()``
+    pauses and returns the window's report (``broadcast_ms``: one publish). Raises
+    :class:`ProcessFailed`.
+    """
+
+    role = "publisher"
+
+    def __init__(
+        self, redis_url: str, *, channel: str = CHANNEL, size: int = 64, rate: float = 10.0
+    ) -> None:
+        super().__init__(
+            ["publisher", redis_url, "--channel", channel]
+            + ["--size", str(size), "--rate", str(rate), "--paused"]
+        )
+
+
+class RelayProcess(AddressedProcess):
+    """A relay in its own process: subscribed to ``channel`` of the Redis at ``redis_url``, it
+    ``broadcast()``s every message to its clients; ``async with RelayProcess(...) as relay:``.
+
+    Entering waits until it is subscribed; ``url`` is where it listens. ``start()`` opens a
+    measuring window, ``await stop()`` returns its report (messages, the hop from the
+    publisher: ``hop_p50_ms``, ``hop_p99_ms``…, the time one ``broadcast()`` took). Raises
+    :class:`ProcessFailed`.
+    """
+
+    role = "relay"
+
+    def __init__(self, redis_url: str, *, channel: str = CHANNEL) -> None:
+        super().__init__(["relay", redis_url, "--channel", channel])
 
 
 class ClientsProcess(ChildProcess):
     """``count`` clients of ``url`` (plus ``slow`` that never read) in their own process.
 
-    Entering waits until they are connected (``ready`` says how many could);
-    ``start()`` opens a measuring window, ``await stop()`` returns its summary (messages,
-    p50/p95/p99/max latency in ms). Raises :class:`ProcessFailed`.
+    A list of URLs shares the clients out in turn. Entering waits until they are connected
+    (``ready`` says how many could); ``start()`` opens a measuring window, ``await stop()``
+    returns its summary (messages, p50/p95/p99/max latency in ms). Raises :class:`ProcessFailed`.
     """
 
     module = "wspatterns.broadcasting"
     role = "clients"
 
-    def __init__(self, url: str, count: int, *, slow: int = 0) -> None:
-        super().__init__(["clients", url, "--count", str(count), "--slow", str(slow)])
+    def __init__(self, url: str | list[str], count: int, *, slow: int = 0) -> None:
+        urls = [url] if isinstance(url, str) else url
+        super().__init__(["clients", *urls, "--count", str(count), "--slow", str(slow)])
         self.count, self.slow = count, slow
         self.ready: dict[str, Any] = {}
 

@@ -189,5 +189,7 @@ def _print_pending(*_args) -> None:
         _pending.clear()
     if reports:
         sys.stdout.flush()  # so the cell's own prints come first, then what went wrong
-    for report in reports:
+    # Grouped by server, each server's in the order they happened: reports from worker
+    # processes arrive in whichever order the processes ran, and must not read shuffled.
+    for report in sorted(reports, key=lambda report: report.server):
         print(report, file=sys.stderr, flush=True)

@@ -67,10 +67,10 @@ def size(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def label(event: Event) -> str:
+def label(event: Event, width: int = 20) -> str:
     if event.kind == "close":
-        return preview(event)
-    return f"{preview(event)} · {size(event.size)}"
+        return preview(event, width)
+    return f"{preview(event, width)} · {size(event.size)}"
 
 
 # Sequence diagrams
@@ -111,15 +111,20 @@ class SequenceDiagram:
         return self.text
 
 
-def sequence(flow: Flow, *, limit: int = LIMIT, lanes: int = LANES) -> SequenceDiagram:
+def sequence(
+    flow: Flow, *, limit: int = LIMIT, lanes: int = LANES, width: int = 20
+) -> SequenceDiagram:
     """Draw ``flow`` as a sequence diagram, one arrow per message.
 
-    A message recorded at both ends is drawn once. Past ``limit`` rows, the
+    Each arrow shows the first ``width`` characters of its message (at most
+    the 48 bytes a flow keeps). A message recorded at both ends is drawn once. Past ``limit`` rows, the
     first and last halves are drawn and the middle is counted. Past ``lanes``
     clients, the rest share a lane and their arrows say who they are.
     """
     if limit < 2:
         raise ValueError(f"limit must be at least 2 rows; got {limit}.")
+    if width < 1:
+        raise ValueError(f"width must be at least 1 character; got {width}.")
     events = flow.events
     server_lane = _server_lanes(events)
     steps = list(_steps(events, server_lane))
@@ -132,7 +137,7 @@ def sequence(flow: Flow, *, limit: int = LIMIT, lanes: int = LANES) -> SequenceD
         others = len(hidden) - messages
         text = f"… {messages:,} more messages" + (f", {others:,} other steps" if others else "")
         steps = [*steps[: limit // 2], Step((), text + " …", arrow=False), *steps[-(limit // 2) :]]
-    steps = [_labelled(step) for step in steps]
+    steps = [_labelled(step, width) for step in steps]
     steps, order = _share_lanes(steps, lanes, set(server_lane.values()))
     steps = [Step((), note, arrow=False) for note in notes] + steps
     if not order:
@@ -143,9 +148,9 @@ def sequence(flow: Flow, *, limit: int = LIMIT, lanes: int = LANES) -> SequenceD
     return SequenceDiagram(order, steps)
 
 
-def _labelled(step: Step) -> Step:
+def _labelled(step: Step, width: int) -> Step:
     if isinstance(step.text, Event):
-        return Step(step.lanes, label(step.text), step.arrow, step.dashed)
+        return Step(step.lanes, label(step.text, width), step.arrow, step.dashed)
     return step
 
 

@@ -117,9 +117,10 @@ def sequence(
     """Draw ``flow`` as a sequence diagram, one arrow per message.
 
     Each arrow shows the first ``width`` characters of its message (at most
-    the 48 bytes a flow keeps). A message recorded at both ends is drawn once. Past ``limit`` rows, the
-    first and last halves are drawn and the middle is counted. Past ``lanes``
-    clients, the rest share a lane and their arrows say who they are.
+    the 48 bytes a flow keeps). A message recorded at both ends is drawn once.
+    Past ``limit`` rows, the first and last halves are drawn and the middle is
+    counted. Past ``lanes`` clients, the rest share a lane and their arrows say
+    who they are.
     """
     if limit < 2:
         raise ValueError(f"limit must be at least 2 rows; got {limit}.")

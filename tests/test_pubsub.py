@@ -390,9 +390,16 @@ async def test_a_client_leaving_while_redis_is_away_leaves_cleanly():
         async with RedisHub(own.url, retry=0.05) as hub, serve(hub_handler(hub)) as server:
             async with connect(server) as websocket:
                 await subscribe(websocket, "news")
+                await subscribe(websocket, "staying")
                 own.kill()
                 await eventually(lambda: not hub.connected)
             await eventually(lambda: hub.channels == set())
+            own.restart()
+            await eventually(lambda: hub.connected)
+            spy = redis.asyncio.from_url(own.url, decode_responses=True)
+            # Nobody here follows news or staying any more: Redis is not told otherwise.
+            assert await spy.pubsub_numsub("news", "staying") == [("news", 0), ("staying", 0)]
+            await spy.aclose()
         assert server.errors == []
     finally:
         own.stop()

@@ -283,16 +283,19 @@ class RedisHub(Hub):
             except REDIS_DOWN as exc:
                 await self._reconnect(exc)
                 continue
-            if event is None:
-                continue
-            if event["type"] == "message":
-                if self._link is not None:
-                    self._link.message("server", f"{event['channel']}: {event['data']}")
-                self._deliver(event["channel"], event["data"])
-            elif event["type"] == "subscribe":
-                confirmed = self._confirmed.get(event["channel"])
-                if confirmed is not None and not confirmed.done():
-                    confirmed.set_result(None)
+            self._handle(event)
+
+    def _handle(self, event: dict[str, Any] | None) -> None:
+        if event is None:
+            return
+        if event["type"] == "message":
+            if self._link is not None:
+                self._link.message("server", f"{event['channel']}: {event['data']}")
+            self._deliver(event["channel"], event["data"])
+        elif event["type"] == "subscribe":
+            confirmed = self._confirmed.get(event["channel"])
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
 
     async def _reconnect(self, exc: BaseException) -> None:
         """Redis went away: say so, try again every ``retry`` s, say when it is back."""
@@ -307,7 +310,7 @@ class RedisHub(Hub):
         while True:
             await asyncio.sleep(self.retry)
             try:
-                await self._pubsub.connect()  # redis-py subscribes again to every channel
+                await self._subscribe_again()
             except REDIS_DOWN:
                 continue
             break
@@ -319,6 +322,20 @@ class RedisHub(Hub):
             f"{time.monotonic() - lost:.1f} s and subscribed again to "
             f"{len(self._subscribers)} channel(s). What was published meanwhile is lost."
         )
+
+    async def _subscribe_again(self) -> None:
+        """Reconnect, and return once Redis confirmed every channel that has a subscriber here."""
+        await self._pubsub.connect()  # redis-py sends SUBSCRIBE again for every channel it had
+        forgotten = set(self._pubsub.channels) - set(self._subscribers)
+        if forgotten:  # their last subscriber left while Redis was away
+            await self._pubsub.unsubscribe(*forgotten)
+        waiting = set(self._subscribers)
+        async with asyncio.timeout(self.timeout):
+            while waiting:
+                event = await self._pubsub.get_message(timeout=self.timeout)
+                self._handle(event)
+                if event is not None and event["type"] == "subscribe":
+                    waiting.discard(event["channel"])
 
     def _unavailable(self, what: str, exc: BaseException) -> HubUnavailable:
         return HubUnavailable(

@@ -126,8 +126,8 @@ async def test_workers_say_when_redis_is_gone_and_serve_again_when_it_is_back():
             own.kill()
             await eventually(lambda: len(workers.reports) >= 2)
             lost = sorted(str(report) for report in workers.reports)
-            assert "[worker-1] hub 'worker-1' lost Redis" in lost[0]
-            assert "[worker-2] hub 'worker-2' lost Redis" in lost[1]
+            assert "[worker-1] hub 'worker-1' lost its connection to Redis" in lost[0]
+            assert "[worker-2] hub 'worker-2' lost its connection to Redis" in lost[1]
             await send(alice, action="publish", channel="news", message="lost")
             assert "Redis at" in (await receive(alice))["error"]
             own.restart()

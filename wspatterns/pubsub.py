@@ -237,7 +237,7 @@ class RedisHub(Hub):
         try:
             await self._redis.publish(channel, message)
         except REDIS_DOWN as exc:
-            raise self._unavailable("publish", exc) from None
+            raise self._unavailable("publish") from exc
 
     async def close(self) -> None:
         await super().close()
@@ -262,7 +262,7 @@ class RedisHub(Hub):
             try:
                 await self._pubsub.subscribe(channel)
             except REDIS_DOWN as exc:
-                raise self._unavailable("subscribe", exc) from None
+                raise self._unavailable("subscribe") from exc
             if self._reader is None:
                 self._reader = asyncio.create_task(self._read(), name=f"RedisHub {self.url}")
             async with asyncio.timeout(self.timeout):
@@ -304,7 +304,7 @@ class RedisHub(Hub):
         if self._link is not None:
             self._link.add("end", None, detail="Redis unreachable")
         self._say(
-            f"hub {self.name!r} lost Redis at {self.url} ({_reason(exc)}). Publishing and "
+            f"hub {self.name!r} lost its connection to Redis at {self.url}. Publishing and "
             f"subscribing fail until it is back; trying again every {self.retry:g} s."
         )
         while True:
@@ -337,23 +337,16 @@ class RedisHub(Hub):
                 if event is not None and event["type"] == "subscribe":
                     waiting.discard(event["channel"])
 
-    def _unavailable(self, what: str, exc: BaseException) -> HubUnavailable:
+    def _unavailable(self, what: str) -> HubUnavailable:
+        # Why exactly (refused, reset, closed) depends on when the question was asked;
+        # the chained exception keeps it for whoever wants it.
         return HubUnavailable(
-            f"could not {what}: Redis at {self.url} is unreachable ({_reason(exc)}); "
-            "try again once it is back"
+            f"could not {what}: Redis at {self.url} is unreachable; try again once it is back"
         )
 
     def _say(self, text: str) -> None:
         self.problems.append(text)
         errors.show(errors.ErrorReport(self.name, None, None, text))
-
-
-def _reason(exc: BaseException) -> str:
-    """The useful part of redis-py's message: 'Error 111 connecting to …' → 'connection refused'."""
-    text = str(exc)
-    if "111" in text or "refused" in text.lower():
-        return "connection refused"
-    return text or type(exc).__name__
 
 
 # The handler

@@ -286,3 +286,15 @@ async def test_a_wider_sequence_shows_more_of_each_message():
     assert '"hello"' not in narrow and '{"channel": "news", "message": "hello"}' in wide
     with pytest.raises(ValueError, match="width must be at least 1"):
         server.flow.sequence(width=0)
+
+
+async def test_order_puts_the_lanes_named_first():
+    server = await serve(echo, name="echo")
+    async with connect(server, name="alice") as alice, connect(server, name="bob") as bob:
+        for client in (alice, bob):
+            await client.send("hi")
+            await client.recv()
+    assert server.flow.sequence().lanes == ["alice", "bob", "server"]
+    assert server.flow.sequence(order=["server", "bob"]).lanes == ["server", "bob", "alice"]
+    with pytest.raises(ValueError, match="no lane 'carol'; the lanes are: alice, bob, server"):
+        server.flow.sequence(order=["carol"])

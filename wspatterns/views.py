@@ -112,9 +112,18 @@ class SequenceDiagram:
 
 
 def sequence(
-    flow: Flow, *, limit: int = LIMIT, lanes: int = LANES, width: int = 20
+    flow: Flow,
+    *,
+    limit: int = LIMIT,
+    lanes: int = LANES,
+    width: int = 20,
+    order: Iterable[str] = (),
 ) -> SequenceDiagram:
     """Draw ``flow`` as a sequence diagram, one arrow per message.
+
+    Lanes go clients first, then servers, each in the order they appear;
+    ``order`` names lanes to put first, left to right, such as
+    ``["alice", "worker-1", "redis", "worker-2", "bob"]``.
 
     Each arrow shows the first ``width`` characters of its message (at most
     the 48 bytes a flow keeps). A message recorded at both ends is drawn once.
@@ -139,14 +148,19 @@ def sequence(
         text = f"… {messages:,} more messages" + (f", {others:,} other steps" if others else "")
         steps = [*steps[: limit // 2], Step((), text + " …", arrow=False), *steps[-(limit // 2) :]]
     steps = [_labelled(step, width) for step in steps]
-    steps, order = _share_lanes(steps, lanes, set(server_lane.values()))
+    steps, names = _share_lanes(steps, lanes, set(server_lane.values()))
+    first = list(order)
+    unknown = [name for name in first if name not in names]
+    if unknown:
+        raise ValueError(f"order names no lane {unknown[0]!r}; the lanes are: {', '.join(names)}")
+    names = [*first, *(name for name in names if name not in first)]
     steps = [Step((), note, arrow=False) for note in notes] + steps
-    if not order:
-        order = ["flow"]
+    if not names:
+        names = ["flow"]
         steps = [Step(("flow",), "nothing recorded yet", arrow=False)]
-    everyone = (order[0], order[-1])
+    everyone = (names[0], names[-1])
     steps = [step if step.lanes else Step(everyone, step.text, arrow=False) for step in steps]
-    return SequenceDiagram(order, steps)
+    return SequenceDiagram(names, steps)
 
 
 def _labelled(step: Step, width: int) -> Step:

@@ -246,7 +246,7 @@ def _mermaid_text(text: str) -> str:
 
 
 # SVG layout, in pixels; a character of the 12 px font is taken as 7 px wide.
-_LANE, _WIDEST_LANE, _TOP, _ROW, _MARGIN, _CHAR = 170, 360, 56, 30, 20, 7
+_LANE, _WIDEST_LANE, _TOP, _ROW, _MARGIN, _CHAR = 170, 420, 56, 30, 20, 7
 
 
 def _lane_width(lanes: list[str], steps: list[Step]) -> int:

@@ -21,9 +21,10 @@ numbers what it delivers, ``{"channel": "news", "message": "hello", "id": "17000
 and accepts ``"since": ID`` in a subscribe: the messages published after that
 id are delivered first, then the new ones, none twice.
 
-Once ``{"subscribed": ...}`` arrives, the subscription is in place: whatever
-is published after it, from any client of any server on the hub, is
-delivered. Subscribing or unsubscribing twice is harmless. A channel name is
+The answer to a subscribe comes before any message of that channel, the
+replayed ones included. Once ``{"subscribed": ...}`` arrives, the
+subscription is in place: whatever is published after it, from any client of
+any server on the hub, is delivered. Subscribing or unsubscribing twice is harmless. A channel name is
 1 to 64 characters of ASCII letters, digits and ``-_.:``; a message is a string.
 
 What goes wrong, and what the server does; everybody else is served as before:
@@ -423,14 +424,21 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
         outbox: asyncio.Queue[str] = asyncio.Queue()
         subscribed: set[str] = set()
         dropping: asyncio.Task[None] | None = None
+        held: list[str] | None = None  # while a subscribe is under way: what arrives meanwhile
 
         def deliver(channel: str, message: str, id: str | None) -> None:
+            delivery = {"channel": channel, "message": message}
+            if id is not None:
+                delivery["id"] = id
+            if held is not None:
+                held.append(json.dumps(delivery))
+            else:
+                queue(json.dumps(delivery))
+
+        def queue(text: str) -> None:
             nonlocal dropping
             if outbox.qsize() < outbox_size:
-                delivery = {"channel": channel, "message": message}
-                if id is not None:
-                    delivery["id"] = id
-                outbox.put_nowait(json.dumps(delivery))
+                outbox.put_nowait(text)
             elif dropping is None:
                 dropping = asyncio.create_task(drop_slow_client())
 
@@ -451,15 +459,23 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
             await websocket.send(json.dumps(reply))
 
         async def act(request: Request) -> None:
+            nonlocal held
             channel = request.channel
             if request.action == "subscribe":
                 subscribed.add(channel)  # before awaiting: leave() must know of it
+                # The answer goes first, then what arrived meanwhile (a replay among it).
+                held = meanwhile = []
                 try:
-                    await hub.subscribe(channel, deliver, request.since)
-                except BaseException:
-                    subscribed.discard(channel)
-                    raise
-                await answer({"subscribed": channel})
+                    try:
+                        await hub.subscribe(channel, deliver, request.since)
+                    except BaseException:
+                        subscribed.discard(channel)
+                        raise
+                    await answer({"subscribed": channel})
+                finally:
+                    held = None
+                    for text in meanwhile:
+                        queue(text)
             elif request.action == "unsubscribe":
                 subscribed.discard(channel)
                 await hub.unsubscribe(channel, deliver)

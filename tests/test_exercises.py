@@ -2,13 +2,15 @@
 
 import asyncio
 import importlib.util
+import json
+import runpy
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.server import broadcast
 from websockets.exceptions import ConnectionClosed
 
-from wspatterns import exercises
+from wspatterns import connect, exercises
 
 SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions"
 
@@ -425,3 +427,106 @@ def echoes_to_the_sender_too(connected):
 async def test_check_chat_room_fails_a_room_that_echoes_to_the_sender():
     report = await exercises.check_chat_room(echoes_to_the_sender_too)
     assert fails(report, "alice received 'bob: hi', and bob heard ['bob: hi'] back."), report
+
+
+# Redis Streams: follow, a client that comes back
+
+
+def resuming_client():
+    return runpy.run_path(str(SOLUTIONS / "resuming_client.py"))["follow"]
+
+
+async def subscribe_to(websocket, channel, since=None):
+    request = {"action": "subscribe", "channel": channel}
+    if since is not None:
+        request["since"] = since
+    await websocket.send(json.dumps(request))
+
+
+async def never_reconnects(url, channel, received):
+    async with connect(url) as websocket:
+        await subscribe_to(websocket, channel)
+        try:
+            async for frame in websocket:
+                delivery = json.loads(frame)
+                if "message" in delivery:
+                    received.append(delivery["message"])
+        except ConnectionClosed:
+            return
+
+
+def reconnecting(resume_from="last", catching=(ConnectionClosed, OSError)):
+    """A follow() that reconnects: ``resume_from`` picks its since; it outlives ``catching``."""
+
+    async def follow(url, channel, received):
+        ids = []
+        while True:
+            try:
+                async with connect(url) as websocket:
+                    since = {"last": ids[-1:], "first": ids[:1], "nothing": []}[resume_from]
+                    await subscribe_to(websocket, channel, *since)
+                    async for frame in websocket:
+                        delivery = json.loads(frame)
+                        if "message" in delivery:
+                            received.append(delivery["message"])
+                            ids.append(delivery["id"])
+            except catching:
+                await asyncio.sleep(0.05)
+
+    return follow
+
+
+def not_async(url, channel, received):
+    return None
+
+
+async def test_check_resuming_client_passes_the_solution():
+    report = await exercises.check_resuming_client(resuming_client())
+    assert report, report
+
+
+@pytest.mark.parametrize(
+    "wrong, phrases",
+    [
+        pytest.param(
+            never_reconnects,
+            ["stopped after the first disconnection", "returned after receiving 10 message(s)"],
+            id="never-reconnects",
+        ),
+        pytest.param(
+            reconnecting(resume_from="nothing"),
+            [
+                "missed 9 messages, published while you were away (11, 12, 13, 14, 15, 23, ...)",
+                'subscribe again with "since"',
+            ],  # fmt: skip
+            id="without-since",
+        ),
+        pytest.param(
+            reconnecting(resume_from="first"),
+            ["received 21 messages more than once", "the id of the LAST message"],
+            id="since-the-first-id",
+        ),
+        pytest.param(
+            reconnecting(catching=ConnectionClosed),
+            [
+                "follow() raised ConnectionRefusedError",
+                "wait a moment, and connect again",
+                "did not come back after the server restarted",
+            ],  # fmt: skip
+            id="gives-up-when-refused",
+        ),
+        pytest.param(
+            reconnecting(catching=OSError),
+            [
+                "follow() raised ConnectionClosedError",
+                "Catch websockets.exceptions.ConnectionClosed",
+                "stopped after the first disconnection",
+            ],  # fmt: skip
+            id="lets-connection-closed-out",
+        ),
+        pytest.param(not_async, ["Pass your `async def follow"], id="not-async"),
+    ],
+)
+async def test_check_resuming_client_says_what_is_wrong(wrong, phrases):
+    report = await exercises.check_resuming_client(wrong)
+    assert fails(report, *phrases), report

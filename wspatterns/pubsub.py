@@ -24,8 +24,9 @@ id are delivered first, then the new ones, none twice.
 The answer to a subscribe comes before any message of that channel, the
 replayed ones included. Once ``{"subscribed": ...}`` arrives, the
 subscription is in place: whatever is published after it, from any client of
-any server on the hub, is delivered. Subscribing or unsubscribing twice is harmless. A channel name is
-1 to 64 characters of ASCII letters, digits and ``-_.:``; a message is a string.
+any server on the hub, is delivered. Subscribing or unsubscribing twice is
+harmless. A channel name is 1 to 64 characters of ASCII letters, digits and
+``-_.:``; a message is a string.
 
 What goes wrong, and what the server does; everybody else is served as before:
 

@@ -3,7 +3,6 @@
 import asyncio
 import importlib.util
 import json
-import runpy
 from pathlib import Path
 
 import pytest
@@ -432,10 +431,6 @@ async def test_check_chat_room_fails_a_room_that_echoes_to_the_sender():
 # Redis Streams: follow, a client that comes back
 
 
-def resuming_client():
-    return runpy.run_path(str(SOLUTIONS / "resuming_client.py"))["follow"]
-
-
 async def subscribe_to(websocket, channel, since=None):
     request = {"action": "subscribe", "channel": channel}
     if since is not None:
@@ -481,7 +476,7 @@ def not_async(url, channel, received):
 
 
 async def test_check_resuming_client_passes_the_solution():
-    report = await exercises.check_resuming_client(resuming_client())
+    report = await exercises.check_resuming_client(solution("follow"))
     assert report, report
 
 

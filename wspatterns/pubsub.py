@@ -208,6 +208,9 @@ class RedisHub(Hub):
     message Redis delivers, and the link going down and coming back.
     """
 
+    #: What the report of a reconnection says about messages published during the outage.
+    _after_outage = "What was published while it was away did not reach its clients."
+
     def __init__(
         self,
         url: str,
@@ -245,7 +248,8 @@ class RedisHub(Hub):
         await super().close()
         if self._reader is not None:
             self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+            # Bounded: redis-py may hold on to a cancellation for its socket timeout.
+            await asyncio.wait({self._reader}, timeout=self.timeout)
         with contextlib.suppress(*REDIS_DOWN):
             await self._pubsub.aclose()
         with contextlib.suppress(*REDIS_DOWN):
@@ -322,7 +326,7 @@ class RedisHub(Hub):
         self._say(
             f"hub {self.name!r} reconnected to Redis at {self.url} after "
             f"{time.monotonic() - lost:.1f} s and subscribed again to "
-            f"{len(self._subscribers)} channel(s). What was published meanwhile is lost."
+            f"{len(self._subscribers)} channel(s). {self._after_outage}"
         )
 
     async def _subscribe_again(self) -> None:

@@ -72,6 +72,7 @@ class StreamHub(RedisHub):
     """
 
     history = True
+    _after_outage = "It goes on from where it was in each stream: nothing Redis kept is lost."
 
     def __init__(
         self,

@@ -145,7 +145,9 @@ def sequence(
         hidden = steps[limit // 2 : len(steps) - limit // 2]
         messages = sum(1 for step in hidden if step.arrow and not step.dashed)
         others = len(hidden) - messages
-        text = f"… {messages:,} more messages" + (f", {others:,} other steps" if others else "")
+        text = f"… {messages:,} more {_plural(messages, 'message')}"
+        if others:
+            text += f", {others:,} other {_plural(others, 'step')}"
         steps = [*steps[: limit // 2], Step((), text + " …", arrow=False), *steps[-(limit // 2) :]]
     steps = [_labelled(step, width) for step in steps]
     steps, names = _share_lanes(steps, lanes, set(server_lane.values()))
@@ -161,6 +163,10 @@ def sequence(
     everyone = (names[0], names[-1])
     steps = [step if step.lanes else Step(everyone, step.text, arrow=False) for step in steps]
     return SequenceDiagram(names, steps)
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
 
 
 def _labelled(step: Step, width: int) -> Step:

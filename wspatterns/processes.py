@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -20,9 +21,17 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .redis_server import die_with_parent
-
 # The child's side
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: ask Linux to SIGTERM it when its parent dies.
+
+    Linux means the parent *thread*: start children from a thread that lives as long as
+    the process (a kernel's main thread does).
+    """
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def say(what: str | dict[str, Any]) -> None:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .processes import die_with_parent
 from .runtime import TIMEOUT
 
 HOW_TO_GET_ONE = (
@@ -195,16 +194,6 @@ def _tail(log: Path) -> str:
         lines = log.read_text(errors="replace").strip().splitlines()
         return lines[-1] if lines else ""
     return ""
-
-
-def die_with_parent() -> None:
-    """In a child, before exec: ask Linux to SIGTERM it when its parent dies.
-
-    Linux means the parent *thread*: start children from a thread that lives as long as
-    the process (a kernel's main thread does).
-    """
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @atexit.register

@@ -10,7 +10,7 @@ import pytest
 
 from wspatterns.processes import ProcessFailed
 from wspatterns.redis_server import start_redis
-from wspatterns.workers import start_workers
+from wspatterns.workers import Worker, start_workers
 
 from .utils import MS, run_python
 
@@ -217,3 +217,16 @@ async def _wait_gone(pid_list) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def test_a_report_written_by_a_worker_is_shown_here_under_its_name(capsys):
+    worker = Worker("worker-7", "memory", None, "token")
+    worker.heard("wspatterns: handler 'pubsub_handler' of server 'worker-7' raised KeyError")
+    worker.heard('  File "/lesson.py", line 3, in handler')
+    worker.heard("KeyError: 'news'")
+    worker.heard("wspatterns: hub 'worker-7' lost its connection to Redis")
+    first, second = worker.reports
+    assert str(first).startswith("wspatterns: [worker-7] handler 'pubsub_handler'")
+    assert str(first).endswith('  File "/lesson.py", line 3, in handler\nKeyError: \'news\'')
+    assert str(second) == "wspatterns: [worker-7] hub 'worker-7' lost its connection to Redis"
+    assert "[worker-7] handler" in capsys.readouterr().err  # shown at once outside a notebook

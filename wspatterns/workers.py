@@ -129,12 +129,12 @@ class Worker(ChildProcess):
 
     def heard(self, line: str) -> None:
         # The kit in the worker writes its reports on stderr: "wspatterns: ..." and
-        # the lines that explain it. Shown here, they name the worker.
+        # the lines that explain it, up to the next report. Shown here, they name the worker.
         if line.startswith("wspatterns: "):
             summary = f"[{self.name}] {line.removeprefix('wspatterns: ')}"
             self.reports.append(errors.ErrorReport(self.name, None, None, summary))
             errors.show(self.reports[-1])
-        elif self.reports and line.startswith(" "):
+        elif self.reports:
             report = self.reports[-1]
             report.hint = f"{report.hint}\n{line}" if report.hint else line
 
@@ -249,10 +249,10 @@ async def start_workers(
     url = redis if isinstance(redis, str) else redis.url if redis is not None else None
     server = redis if isinstance(redis, RedisServer) else None
     workers = Workers(hub, server, owns_redis)
+    hub_url = url if hub != "memory" else None
     try:
         for number in range(1, count + 1):
-            kind_url = url if hub != "memory" else None
-            workers.processes.append(Worker(f"{name}-{number}", hub, kind_url, workers.local.token))
+            workers.processes.append(Worker(f"{name}-{number}", hub, hub_url, workers.local.token))
         await asyncio.gather(*(worker.start_serving(timeout) for worker in workers.processes))
     except BaseException:
         await asyncio.gather(*(worker.close(grace=0) for worker in workers.processes))

@@ -10,9 +10,13 @@ from wspatterns.pubsub import HubUnavailable, hub_handler
 from wspatterns.redis_server import start_redis
 from wspatterns.streams import PREFIX, StreamHub, _parse
 
+# Two tests of test_pubsub run here too, on this module's server: a StreamHub's.
 from .test_pubsub import eventually, receive, send
-from .test_pubsub import (  # run here too, on this module's server: a StreamHub's
+from .test_pubsub import (
     test_an_invalid_since_gets_a_clear_error as test_an_invalid_since_is_still_refused,  # noqa: F401
+)
+from .test_pubsub import (
+    test_arbitrary_text_frames_get_answers_and_harm_nobody as test_arbitrary_frames_too,  # noqa: F401
 )
 from .utils import MS
 

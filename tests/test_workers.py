@@ -230,3 +230,16 @@ def test_a_report_written_by_a_worker_is_shown_here_under_its_name(capsys):
     assert str(first).endswith('  File "/lesson.py", line 3, in handler\nKeyError: \'news\'')
     assert str(second) == "wspatterns: [worker-7] hub 'worker-7' lost its connection to Redis"
     assert "[worker-7] handler" in capsys.readouterr().err  # shown at once outside a notebook
+
+
+async def test_starting_again_under_a_name_replaces_the_workers_started_before():
+    first = await start_workers(1)
+    second = await start_workers(1)  # a cell run again
+    others = await start_workers(1, name="other")
+    try:
+        assert gone(pids(first))
+        assert not gone(pids(second)) and not gone(pids(others))
+    finally:
+        await second.stop()
+        await others.stop()
+    assert gone(pids(second) + pids(others))

@@ -43,6 +43,9 @@ from .runtime import TIMEOUT, Client, connect, serve
 
 HUBS = ("memory", "redis", "streams")
 
+#: The workers running, by the name they were started under.
+_running: dict[str, Workers] = {}
+
 
 # The worker's side
 
@@ -147,7 +150,8 @@ class Workers:
     every worker recorded; ``clear()`` forgets it; ``stop()`` ends everything.
     """
 
-    def __init__(self, kind: str, redis: RedisServer | None, owns_redis: bool) -> None:
+    def __init__(self, prefix: str, kind: str, redis: RedisServer | None, owns_redis: bool):
+        self.prefix = prefix  # the workers are named prefix-1, prefix-2, ...
         self.kind = kind
         self.redis = redis
         self.local = Flow()  # what the clients opened here record
@@ -194,6 +198,8 @@ class Workers:
     async def stop(self) -> None:
         """Close this side's clients, stop every worker (killing any that lingers), and Redis
         if :func:`start_workers` started it."""
+        if _running.get(self.prefix) is self:
+            del _running[self.prefix]
         clients = _clients_of(self.local)
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
         await asyncio.gather(*(worker.close(grace=2) for worker in self.processes))
@@ -233,6 +239,9 @@ async def start_workers(
 ) -> Workers:
     """Start ``count`` worker processes named ``worker-1``, ``worker-2``, … serving ``hub``.
 
+    Workers started before under the same ``name`` are stopped first, so running a
+    cell again replaces its workers instead of adding more.
+
     ``hub`` is ``"memory"``, ``"redis"`` or ``"streams"``. The Redis ones use
     ``redis`` (a :class:`~wspatterns.redis_server.RedisServer` or a URL), or a
     private Redis started here and stopped with the workers. Returns once every
@@ -243,12 +252,14 @@ async def start_workers(
         raise ValueError(f"hub must be one of {', '.join(HUBS)}; got {hub!r}")
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be 1 or more workers; got {count!r}")
+    if name in _running:  # a cell run again: the workers it started before make way
+        await _running[name].stop()
     owns_redis = hub != "memory" and redis is None
     if owns_redis:
         redis = start_redis()
     url = redis if isinstance(redis, str) else redis.url if redis is not None else None
     server = redis if isinstance(redis, RedisServer) else None
-    workers = Workers(hub, server, owns_redis)
+    workers = Workers(name, hub, server, owns_redis)
     hub_url = url if hub != "memory" else None
     try:
         for number in range(1, count + 1):
@@ -259,6 +270,7 @@ async def start_workers(
         if owns_redis and server is not None:
             server.stop()
         raise
+    _running[name] = workers
     return workers
 
 

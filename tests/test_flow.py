@@ -1,7 +1,6 @@
 import asyncio
 import base64
 import hashlib
-import itertools
 
 import pytest
 from websockets.asyncio.client import connect as raw_connect
@@ -275,7 +274,6 @@ async def test_a_handshake_request_split_over_packets_is_still_recorded():
 async def test_merge_joins_the_two_ends_of_a_connection_recorded_in_two_flows():
     here = Flow()
     there = Flow(token=here.token)  # as a worker process started from here would have
-    there._connections = itertools.count(-1, -1)
     async with serve(echo, name="far", flow=there) as server:
         async with connect(server.url, name="alice", flow=here) as alice:
             await alice.send("ping")
@@ -283,6 +281,8 @@ async def test_merge_joins_the_two_ends_of_a_connection_recorded_in_two_flows():
         async with raw_connect(server.url) as stranger:
             await stranger.send("who?")
             await stranger.recv()
+    # There, the stranger's connection was numbered apart from alice's (1): counting down.
+    assert {event.connection for event in there.events if event.client != "alice"} == {-1}
     merged = merge(here, there.export())
     assert len(merged) == len(here) + len(there)
     times = [event.time for event in merged.events]

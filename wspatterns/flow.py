@@ -77,13 +77,13 @@ class Flow:
             raise ValueError(f"cap must be a positive number of events; got {cap!r}.")
         self.cap = cap
         # Tells a server its client records here too. A flow in another process
-        # given the same token numbers the connections of this flow's clients as
-        # this flow does, so that merge() can put both ends side by side.
+        # given this token numbers the connections of this flow's clients as this
+        # flow does (1, 2, …), so that merge() can put both ends side by side; the
+        # connections it numbers itself count down from -1, so they never collide.
         self.token = token or secrets.token_hex(4)
         # Raw records, appended on the hot path; flow.events turns them into Events.
         self._records: deque[tuple] = deque(maxlen=cap)
-        self._connections = itertools.count(1)
-        self._numbered: list[int] = []  # the connection numbers this flow gave out
+        self._connections = itertools.count(1) if token is None else itertools.count(-1, -1)
         self._ends: list[Recorder] = []
 
     @property
@@ -132,9 +132,7 @@ class Flow:
             end.reset()
 
     def new_connection(self) -> int:
-        number = next(self._connections)
-        self._numbered.append(number)
-        return number
+        return next(self._connections)
 
     def export(self) -> dict[str, Any]:
         """What this flow holds, as plain JSON-ready data, for :func:`merge` in another process."""
@@ -142,7 +140,6 @@ class Flow:
             "token": self.token,
             "events": [_plain(event) for event in self.events],
             "ends": [[*end.who, end.sent, end.received, end.others] for end in self._ends],
-            "numbered": list(self._numbered),
         }
 
     def end(self, connection: int, server: str, client: str, at: str) -> Recorder:
@@ -202,11 +199,10 @@ def merge(first: Flow | dict[str, Any], *others: Flow | dict[str, Any]) -> Flow:
     """
     parts = [part if isinstance(part, dict) else part.export() for part in (first, *others)]
     token = parts[0]["token"]
-    numbered = [set(part["numbered"]) for part in parts]
 
     def kept(part: int, connection: int) -> bool:
         """The first flow's number: its own connections, and the server ends of its clients'."""
-        return part == 0 or (parts[part]["token"] == token and connection not in numbered[part])
+        return part == 0 or (parts[part]["token"] == token and connection > 0)
 
     taken = {
         connection

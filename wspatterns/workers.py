@@ -70,11 +70,7 @@ async def run_worker(name: str, kind: str, url: str | None, token: str | None) -
     ``{"flow": <Flow.export()>}``), ``clear`` (forgets the flow's events; prints
     ``{"cleared": name}``), ``quit`` or the end of stdin.
     """
-    flow = Flow(token=token)
-    # Connections the parent's clients open arrive numbered by the parent's flow (1, 2, …);
-    # those numbered here (other clients, the link to Redis) count down from -1 so that
-    # they never collide. merge() numbers them anew in the parent.
-    flow._connections = itertools.count(-1, -1)
+    flow = Flow(token=token)  # the parent's clients' connections keep their numbers here
     async with make_hub(kind, url, name, flow) as hub:
         handler = hub_handler(hub)
         async with serve(handler, name=name, flow=flow, max_size=MAX_MESSAGE_SIZE) as server:

@@ -16,6 +16,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check wspatterns tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 install: $(STAMP)

@@ -35,7 +35,7 @@ import os
 import statistics
 from itertools import permutations
 
-from wspatterns.broadcasting import ClientsProcess, ServerProcess
+from wspatterns.broadcast import ClientsProcess, ServerProcess
 
 SETUPS = {  # name: does the server run through the kit (recording on)?
     "plain websockets": False,

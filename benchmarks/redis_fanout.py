@@ -1,14 +1,16 @@
 """Fan-out across processes through Redis, beside broadcast() in one process, to 1000 clients.
 
 Three set-ups deliver the same stamped 64-byte messages to 1000 clients, held in
-each case by one clients process of its own (wspatterns.broadcasting):
+each case by one clients process of its own (wspatterns.broadcast):
 
 - in-process: one server process calls websockets' broadcast() to all 1000;
 - in-process again: the same, as a control;
 - through Redis: a publisher process publishes each message on a channel of a
-  redis-server the kit starts (start_redis()); two relay processes, servers
+  redis-server the kit starts (await start_redis()); two relay processes, servers
   subscribed to that channel through a RedisHub, broadcast() it to their 500
   clients each (the clients process shares its clients out between them).
+  Publisher and relays are redis_roles.py, beside this script; they get the
+  Redis URL, secret and all, through their environment.
 
 So the only difference is the hop through Redis. They are scheduled as in
 broadcast_latency.py, whose turn this script borrows: each set-up sends a
@@ -34,14 +36,10 @@ from itertools import permutations
 from typing import Any
 
 from broadcast_latency import PERIOD, can_pin, middle_half, one_turn, pin
+from redis_roles import PublisherProcess, RelayProcess
 
-from wspatterns.broadcasting import (
-    ClientsProcess,
-    PublisherProcess,
-    RelayProcess,
-    ServerProcess,
-)
-from wspatterns.redis_server import start_redis
+from wspatterns.broadcast import ClientsProcess, ServerProcess
+from wspatterns.pubsub import start_redis
 
 BASE, CONTROL, REDIS = "in-process", "in-process again (control)", "through Redis"
 SETUPS = (BASE, CONTROL, REDIS)
@@ -93,7 +91,7 @@ class ThroughRedis:
 async def one_round(count: int, relays: int, seconds: float, pinned: bool) -> list[dict[str, dict]]:
     """Start the three set-ups (and a Redis), measure a turn in each order, stop them all."""
     async with contextlib.AsyncExitStack() as stack:
-        redis = start_redis()
+        redis = await start_redis(name="redis_fanout")
         stack.callback(redis.stop)  # last out, after every process that uses it
         pairs, servers = {}, []
         for name in (BASE, CONTROL):

@@ -110,7 +110,7 @@ async def test_serve_consumer_producer_sends_the_time_while_it_prints_what_it_re
 
 
 async def test_serve_workers_prints_every_job():
-    process, line = await start("serve", "workers", "--port", "0")
+    process, line = await start("serve", "multiple-consumers", "--port", "0")
     async with connect(line.split()[3], proxy=None) as websocket:
         for number in range(4):
             await websocket.send(f"job {number}")
@@ -123,13 +123,13 @@ async def test_serve_workers_prints_every_job():
 
 async def test_bench_broadcast_runs_a_tiny_sweep_and_prints_the_table():
     process = await asyncio.create_subprocess_exec(
-        *WSPATTERNS, "bench", "broadcast", "--methods", "default", "task", "--clients", "2",
+        *WSPATTERNS, "bench", "broadcast", "--strategies", "default", "task", "--clients", "2",
         "--seconds", "0.3", "--rate", "20", stdout=PIPE, stderr=PIPE,
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60_000 * MS)
     assert process.returncode == 0, stderr.decode()
     header, *rows, footer = stdout.decode().splitlines()
-    assert header.split()[:3] == ["method", "clients", "slow_client"]
+    assert header.split()[:3] == ["strategy", "clients", "slow_client"]
     assert [row.split()[:2] for row in rows] == [["default", "2"], ["task", "2"]]
     assert all(row.split()[-1] == "True" for row in rows)  # complete, with an empty note
     assert footer.startswith("(2 runs in ")
@@ -141,6 +141,6 @@ def test_bench_broadcast_refuses_what_cannot_run():
     result = run_python(*bench, "--clients", "10", "0")
     assert result.returncode == 2
     assert "clients must be 1 or more in each run; got 0" in result.stderr
-    result = run_python(*bench, "--methods", "fastest")
+    result = run_python(*bench, "--strategies", "fastest")
     assert result.returncode == 2
     assert "invalid choice: 'fastest'" in result.stderr

@@ -244,7 +244,7 @@ async def test_check_consumer_and_producer_says_what_is_wrong(wrong, phrases):
 
 
 def finishes_the_backlog(consume, count):  # the lesson's workers: right there, wrong here
-    from wspatterns.patterns import workers
+    from wspatterns.patterns import multiple_consumers as workers
 
     return workers(consume, count)
 
@@ -324,8 +324,62 @@ def test_a_report_shows_each_line_in_text_and_html():
     report = exercises.Report("demo")
     report.add(True, "right <here>")
     report.add(False, "wrong there")
-    assert repr(report) == "demo: 1 of 2 checks failed.\n  ✔ right <here>\n  ✘ wrong there"
-    assert "right &lt;here&gt;" in report._repr_html_()
+    report.skip("Whether it closed", "it never opened")
+    assert repr(report) == (
+        "demo: 1 of 2 checks passed; 1 not reached.\n"
+        "  ✔ right <here>\n"
+        "  ✘ wrong there\n"
+        "  – Whether it closed: not reached (it never opened)."
+    )
+    html = report._repr_html_()
+    assert "right &lt;here&gt;" in html
+    assert "– Whether it closed" in html
+    assert html.count("#6e7781") == 1  # the not-reached line alone is grey
+
+
+def test_a_report_passes_only_when_every_check_was_reached_and_passed():
+    report = exercises.Report("demo")
+    report.add(True, "right")
+    assert report
+    assert repr(report) == "demo: all 1 checks passed.\n  ✔ right"
+    report.skip("Whether it closed", "it never opened")
+    assert not report
+    assert report.failures == []
+    assert report.not_reached == ["Whether it closed: not reached (it never opened)."]
+    assert report.headline() == "demo: 1 of 1 checks passed; 1 not reached."
+
+
+# Answers that do nothing: nothing they never did counts as passed.
+
+
+def does_nothing(*logic):  # builds a handler that returns at once
+    async def handler(websocket):
+        pass
+
+    return handler
+
+
+async def follow_returns_at_once(url, channel, received):
+    pass
+
+
+@pytest.mark.parametrize(
+    "check, answer",
+    [
+        ("check_consumer", does_nothing),
+        ("check_producer", does_nothing),
+        ("check_consumer_and_producer", does_nothing),
+        ("check_workers", does_nothing),
+        ("check_chat_room", does_nothing),
+        ("check_resuming_client", follow_returns_at_once),
+    ],
+)
+async def test_every_checker_fails_an_answer_that_does_nothing(check, answer):
+    report = await getattr(exercises, check)(answer)
+    passed = [text for mark, text in report.lines if mark is exercises.Mark.PASSED]
+    assert not report, report
+    assert len(passed) <= 1, report
+    assert report.not_reached, report  # what depended on it is said to be not reached
 
 
 # Lesson 04: chat_room

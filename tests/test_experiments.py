@@ -12,21 +12,17 @@ from websockets.asyncio.server import broadcast
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
 from wspatterns import connect, serve, serve_in_thread
+from wspatterns.broadcast import BROADCAST_COLUMNS, broadcast_experiment, broadcast_plot
 from wspatterns.experiments import (
-    BROADCAST_COLUMNS,
-    broadcast_experiment,
-    broadcast_plot,
     come_and_go,
     ideal_rate,
     limit_os_buffers,
     longest_pause,
     still_running,
-    wait_for_handler,
-    wait_for_handlers,
-    wait_until,
     workers_experiment,
 )
-from wspatterns.patterns import registration, workers
+from wspatterns.patterns import multiple_consumers, registration
+from wspatterns.waiting import wait_for_handler, wait_for_handlers, wait_until
 
 from .utils import MS, echo
 
@@ -34,7 +30,7 @@ from .utils import MS, echo
 
 
 async def test_workers_experiment_times_one_batch_per_count_of_workers():
-    rates = await workers_experiment(workers, (1, 4), messages=8, consume_time=10 * MS)
+    rates = await workers_experiment(multiple_consumers, (1, 4), messages=8, consume_time=10 * MS)
     assert list(rates.columns) == ["workers", "seconds", "messages/s", "ideal messages/s"]
     assert list(rates["workers"]) == [1, 4]
     assert list(rates["ideal messages/s"]) == [ideal_rate(1, 10 * MS), ideal_rate(4, 10 * MS)]
@@ -58,7 +54,7 @@ async def test_workers_experiment_says_how_many_messages_a_broken_handler_consum
 
 async def test_workers_experiment_refuses_an_empty_batch():
     with pytest.raises(ValueError, match="at least 1 message"):
-        await workers_experiment(workers, messages=0)
+        await workers_experiment(multiple_consumers, messages=0)
 
 
 # Lesson 03, consumer and producer: come_and_go and still_running.
@@ -201,11 +197,16 @@ async def test_longest_pause_needs_two_messages_and_plain_words():
         longest_pause(server.flow, "server", "out")
 
 
-# Lesson 05, broadcasting: broadcast_experiment and broadcast_plot.
+# Lesson 04, broadcasting: broadcast_experiment and broadcast_plot.
 
 
 def children() -> list[psutil.Process]:
     return psutil.Process().children(recursive=True)
+
+
+def is_a(child: psutil.Process, role: str) -> bool:
+    """Whether ``child`` runs ``python -m wspatterns.broadcast.ROLE_process``."""
+    return f"wspatterns.broadcast.{role}_process" in child.cmdline()
 
 
 async def child_with_connections(role: str, count: int) -> psutil.Process:
@@ -214,10 +215,9 @@ async def child_with_connections(role: str, count: int) -> psutil.Process:
         while True:
             for child in children():
                 try:
-                    command = child.cmdline()
-                    if "server" in command and len(child.net_connections("tcp")) > count:
+                    if is_a(child, "server") and len(child.net_connections("tcp")) > count:
                         # (the listening socket, then one per client)
-                        return next(c for c in children() if role in c.cmdline())
+                        return next(c for c in children() if is_a(c, role))
                 except (psutil.NoSuchProcess, StopIteration):
                     pass
             await asyncio.sleep(10 * MS)
@@ -226,7 +226,7 @@ async def child_with_connections(role: str, count: int) -> psutil.Process:
 async def test_broadcast_experiment_returns_one_row_per_run_and_leaves_no_process(capsys):
     results = await broadcast_experiment(("default", "queue"), (3,), seconds=0.5, rate=20)
     assert list(results.columns) == BROADCAST_COLUMNS
-    assert list(results["method"]) == ["default", "queue"]
+    assert list(results["strategy"]) == ["default", "queue"]
     assert list(results["clients"]) == [3, 3]
     assert results["complete"].all() and (results["note"] == "").all()
     assert (results["messages"] > 0).all() and (results["broadcasts"] > 0).all()
@@ -250,10 +250,10 @@ async def test_a_run_whose_clients_process_dies_is_kept_as_incomplete_and_the_ne
     (await child_with_connections("clients", 3)).kill()
     results = await asyncio.wait_for(experiment, 30_000 * MS)
     first, second = results.to_dict("records")
-    assert first["method"] == "naive" and not first["complete"]
+    assert first["strategy"] == "naive" and not first["complete"]
     assert "the clients process exited with code -9" in first["note"]
     assert math.isnan(first["p99_ms"])
-    assert second["method"] == "wait" and second["complete"]
+    assert second["strategy"] == "wait" and second["complete"]
     assert children() == []
     assert capsys.readouterr() == ("", "")  # progress=False: not a word
 
@@ -289,8 +289,8 @@ async def test_cancelling_the_experiment_stops_its_processes():
         ({"rate": -1.5}, "rate must be more than 0"),
         ({"seconds": 0}, "seconds must be more than 0"),
         (
-            {"methods": ("default", "fastest")},
-            "unknown broadcast method 'fastest'; the methods are: default, naive, task, wait, "
+            {"strategies": ("default", "fastest")},
+            "unknown broadcast strategy 'fastest'; the strategies are: default, naive, task, wait, "
             "queue, pubsub",
         ),
     ],
@@ -313,12 +313,12 @@ def _results(rows):
 def test_broadcast_plot_draws_a_line_per_method_against_clients_on_log_axes():
     results = _results(
         [
-            {"method": method, "clients": count, "slow_client": False, "complete": True,
+            {"strategy": strategy, "clients": count, "slow_client": False, "complete": True,
              "p50_ms": count * factor, "p99_ms": count * factor * 2, "note": ""}
-            for method, factor in (("default", 0.1), ("naive", 0.2))
+            for strategy, factor in (("default", 0.1), ("naive", 0.2))
             for count in (10, 100, 1000)
         ]
-        + [{"method": "task", "clients": 10, "slow_client": False, "complete": False,
+        + [{"strategy": "task", "clients": 10, "slow_client": False, "complete": False,
             "note": "the clients process exited with code -9"}]
     )  # fmt: skip
     figure = broadcast_plot(results)
@@ -332,7 +332,7 @@ def test_broadcast_plot_draws_a_line_per_method_against_clients_on_log_axes():
 
 
 def test_broadcast_plot_refuses_results_with_no_complete_run():
-    results = _results([{"method": "naive", "clients": 3, "complete": False, "note": "died"}])
+    results = _results([{"strategy": "naive", "clients": 3, "complete": False, "note": "died"}])
     with pytest.raises(ValueError, match="no run of this experiment completed"):
         broadcast_plot(results)
 
@@ -365,7 +365,7 @@ async def test_wait_for_handler_refuses_a_server_on_another_loop():
         with pytest.raises(ValueError, match="serve_in_thread"):
             await wait_for_handler(server, "anyone")
     finally:
-        server.stop()
+        server.stop_blocking()
 
 
 async def test_wait_until_returns_once_the_condition_holds():

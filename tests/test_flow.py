@@ -203,7 +203,7 @@ def test_a_thread_server_records_too():
     with sync_connect(server.url, proxy=None) as websocket:
         websocket.send("from a thread")
         websocket.recv(timeout=1)
-    server.stop()
+    server.stop_blocking()
     assert [e.kind for e in server.flow.events][:3] == ["open", "message", "message"]
 
 

@@ -10,11 +10,11 @@ from wspatterns.patterns import (
     consumer,
     consumer_and_producer,
     echo,
+    multiple_consumers,
     producer,
     registration,
-    workers,
 )
-from wspatterns.runtime import _check_handler
+from wspatterns.runtime.handlers import check_handler
 
 from .utils import MS
 
@@ -30,7 +30,7 @@ async def test_echo_is_a_plain_websockets_handler():
 
 def test_every_pattern_is_a_handler_websockets_can_call():
     for handler in PATTERNS.values():
-        _check_handler(handler)
+        check_handler(handler)
 
 
 async def test_consumer_hands_each_message_over_and_ends_with_the_client():
@@ -105,7 +105,7 @@ async def test_workers_run_side_by_side_and_finish_the_queue_when_the_client_lea
         busy -= 1
         done.append(message)
 
-    server = await serve(workers(consume, count=3))
+    server = await serve(multiple_consumers(consume, count=3))
     await asyncio.sleep(0)
     tasks = len(asyncio.all_tasks())
     async with connect(server) as websocket:
@@ -128,7 +128,7 @@ def test_workers_need_at_least_one():
         pass
 
     with pytest.raises(ValueError, match="at least 1 worker"):
-        workers(consume, count=0)
+        multiple_consumers(consume, count=0)
 
 
 async def test_registration_keeps_open_connections_and_forgets_them_however_they_end():

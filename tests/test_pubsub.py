@@ -4,6 +4,7 @@ import asyncio
 import json
 import socket
 from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio
@@ -12,17 +13,17 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from wspatterns import Flow, connect, serve
-from wspatterns.pubsub import ACTIONS, MemoryHub, RedisHub, hub_handler
-from wspatterns.redis_server import start_redis
+from wspatterns.pubsub import ACTIONS, HubUnavailable, MemoryHub, RedisHub, hub_handler
+from wspatterns.pubsub.redis_server import redacted, start_redis, start_redis_blocking
 
 from .utils import MS
 
 MAX_SIZE = 1024  # the servers' max_size here: small, so oversize messages are cheap
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def redis_server():
-    server = start_redis()
+    server = start_redis_blocking(name="test_pubsub")
     yield server
     server.stop()
 
@@ -349,7 +350,8 @@ async def test_an_invalid_since_gets_a_clear_error(server, since):
 
 
 async def test_a_redis_hub_says_redis_is_gone_and_recovers_when_it_is_back(capsys):
-    own = start_redis()  # this test kills it
+    own = await start_redis(name="killed")  # this test kills it
+    secret = urlsplit(own.url).password
     try:
         async with (
             RedisHub(own.url, retry=0.05, name="worker-1") as hub,
@@ -368,7 +370,8 @@ async def test_a_redis_hub_says_redis_is_gone_and_recovers_when_it_is_back(capsy
                 await send(writer, **request)
                 reply = await receive(writer)
                 assert set(reply) == {"error"} and "is unreachable" in reply["error"]
-            own.restart()
+                assert "redis://:***@127.0.0.1:" in reply["error"] and secret not in reply["error"]
+            await own.restart()
             await eventually(lambda: hub.connected)
             assert "reconnected" in hub.problems[1] and "1 channel(s)" in hub.problems[1]
             await send(writer, action="publish", channel="news", message="back")
@@ -377,12 +380,14 @@ async def test_a_redis_hub_says_redis_is_gone_and_recovers_when_it_is_back(capsy
         assert server.errors == []
         shown = capsys.readouterr().err
         assert "lost its connection" in shown and "reconnected" in shown  # the learner sees both
+        assert "redis://:***@127.0.0.1:" in shown and secret not in shown
+        assert not any(secret in problem for problem in hub.problems)
     finally:
         own.stop()
 
 
 async def test_a_client_leaving_while_redis_is_away_leaves_cleanly():
-    own = start_redis()
+    own = await start_redis(name="killed")
     try:
         async with RedisHub(own.url, retry=0.05) as hub, serve(hub_handler(hub)) as server:
             async with connect(server) as websocket:
@@ -391,7 +396,7 @@ async def test_a_client_leaving_while_redis_is_away_leaves_cleanly():
                 own.kill()
                 await eventually(lambda: not hub.connected)
             await eventually(lambda: hub.channels == set())
-            own.restart()
+            await own.restart()
             await eventually(lambda: hub.connected)
             spy = redis.asyncio.from_url(own.url, decode_responses=True)
             # Nobody here follows news or staying any more: Redis is not told otherwise.
@@ -415,3 +420,24 @@ async def test_a_recording_redis_hub_shows_its_traffic_with_redis_in_the_flow(re
         ("message", "worker-1", "redis", "server"),
     ]
     assert [event.head for event in flow.events[1:]] == [b"PUBLISH news hello", b"news: hello"]
+    assert flow.events[0].detail == redacted(redis_server.url)  # where it went, no secret
+
+
+@pytest.mark.parametrize("password", ["", ":wrong@"], ids=["no password", "a wrong one"])
+async def test_a_redis_hub_without_the_secret_says_which_url_carries_it(redis_server, password):
+    url = f"redis://{password}127.0.0.1:{redis_server.port}/0"
+    async with RedisHub(url) as hub, serve(hub_handler(hub)) as server:
+        with pytest.raises(HubUnavailable) as subscribing:
+            await hub.subscribe("news", lambda channel, message, id: None)
+        with pytest.raises(HubUnavailable) as publishing:
+            await hub.publish("news", "hello")
+        for refused in (subscribing, publishing):
+            assert str(refused.value).endswith(
+                f"Redis at redis://{password and ':***@'}127.0.0.1:{redis_server.port}/0 "
+                "refused the password: use broker.url (it carries the secret; "
+                "broker = await start_redis())"
+            )
+        async with connect(server) as websocket:  # a client of its server is told the same
+            await send(websocket, action="publish", channel="news", message="hello")
+            assert "refused the password" in (await receive(websocket))["error"]
+        assert hub.connected  # nothing went away: it was the URL

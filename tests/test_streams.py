@@ -1,14 +1,15 @@
 """The Redis Streams hub: ids, catching up with "since", and Redis going away."""
 
 import asyncio
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio
 
 from wspatterns import Flow, connect, serve
 from wspatterns.pubsub import HubUnavailable, hub_handler
-from wspatterns.redis_server import start_redis
-from wspatterns.streams import PREFIX, StreamHub, _parse
+from wspatterns.pubsub.redis_server import start_redis, start_redis_blocking
+from wspatterns.pubsub.streams import PREFIX, StreamHub, parse_id
 
 # Two tests of test_pubsub run here too, on this module's server: a StreamHub's.
 from .test_pubsub import eventually, receive, send
@@ -21,9 +22,9 @@ from .test_pubsub import (
 from .utils import MS
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def redis_server():
-    server = start_redis()
+    server = start_redis_blocking(name="test_streams")
     yield server
     server.stop()
 
@@ -90,7 +91,7 @@ async def test_each_delivery_carries_its_stream_id_in_increasing_order(server, h
         got = await deliveries(reader, 3)
     assert messages(got) == ["one", "two", "three"]
     ids = [reply["id"] for reply in got]
-    assert sorted(ids, key=_parse) == ids and len(set(ids)) == 3
+    assert sorted(ids, key=parse_id) == ids and len(set(ids)) == 3
     assert [id for id, _ in await spy.xrange(PREFIX + "news")] == ids  # Redis's own ids
 
 
@@ -265,7 +266,8 @@ async def test_a_recording_stream_hub_shows_publish_replay_and_delivery_in_the_f
 async def test_a_stream_hub_fails_clearly_while_redis_is_away_and_delivers_once_it_is_back(
     capsys,
 ):
-    own = start_redis()  # this test kills it
+    own = await start_redis(name="killed")  # this test kills it
+    secret = urlsplit(own.url).password
     try:
         async with StreamHub(own.url, retry=0.05, name="worker-1") as hub:
             got = []
@@ -276,17 +278,28 @@ async def test_a_stream_hub_fails_clearly_while_redis_is_away_and_delivers_once_
                 await hub.publish("news", "into the void")
             with pytest.raises(HubUnavailable, match="could not subscribe"):
                 await hub.subscribe("sport", lambda channel, message, id: None, since="1-0")
-            own.restart()  # empty: the kit's Redis keeps nothing on disk
+            await own.restart()  # empty: the kit's Redis keeps nothing on disk
             await eventually(lambda: hub.connected)
             await hub.publish("news", "back")
             await eventually(lambda: got == ["back"])
             assert hub.channels == {"news"}  # the failed subscribe left nothing behind
         lost, back = hub.problems
-        assert own.url in lost and "reconnected" in back
+        assert f"redis://:***@127.0.0.1:{own.port}/0" in lost and "reconnected" in back
         shown = capsys.readouterr().err
         assert lost in shown and back in shown  # the learner sees both
+        assert secret not in shown
     finally:
         own.stop()
+
+
+@pytest.mark.parametrize("password", ["", ":wrong@"], ids=["no password", "a wrong one"])
+async def test_a_stream_hub_without_the_secret_says_which_url_carries_it(redis_server, password):
+    async with StreamHub(f"redis://{password}127.0.0.1:{redis_server.port}/0") as hub:
+        with pytest.raises(HubUnavailable, match="refused the password: use broker.url"):
+            await hub.subscribe("news", lambda channel, message, id: None, since="1-0")
+        with pytest.raises(HubUnavailable, match="refused the password: use broker.url"):
+            await hub.publish("news", "hello")
+        assert hub.channels == set()
 
 
 async def test_closing_leaves_no_task_behind(redis_server, spy):

@@ -7,7 +7,8 @@ import matplotlib
 import pytest
 from websockets.asyncio.client import connect as raw_connect
 
-from wspatterns import Event, Flow, connect, serve, views
+from wspatterns import Event, Flow, connect, serve
+from wspatterns.flow import labels, tables
 
 from .utils import MS, crashed_server, echo, execute
 
@@ -35,7 +36,7 @@ def test_every_view_copes_with_an_empty_flow():
     flow = Flow()
     assert flow.sequence().text == "[nothing recorded yet]"
     assert "sequenceDiagram" in flow.sequence().mermaid
-    assert list(flow.table().columns) == views.COLUMNS and len(flow.table()) == 0
+    assert list(flow.table().columns) == tables.COLUMNS and len(flow.table()) == 0
     assert len(flow.stats()) == 0
     assert flow.timeline().axes[0].get_yticklabels()[0].get_text() == "nothing recorded yet"
     assert "0 events" in repr(flow.live())
@@ -150,11 +151,11 @@ def event(**fields) -> Event:
     ],
 )
 def test_previews_are_short_and_printable(fields, shown):
-    assert views.preview(event(**fields)) == shown
+    assert labels.preview(event(**fields)) == shown
 
 
 def test_sizes_read_like_sizes():
-    assert [views.size(n) for n in (0, 999, 1000, 1_500_000, 10**12)] == [
+    assert [labels.size(n) for n in (0, 999, 1000, 1_500_000, 10**12)] == [
         "0 B", "999 B", "1.0 kB", "1.5 MB", "1000000.0 MB"
     ]  # fmt: skip
 

@@ -4,13 +4,15 @@ import asyncio
 import json
 import signal
 import textwrap
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
 
-from wspatterns.processes import ProcessFailed
-from wspatterns.redis_server import start_redis
-from wspatterns.workers import Worker, start_workers
+from wspatterns.errors import ProcessFailed
+from wspatterns.pubsub.redis_server import URL_VARIABLE, start_redis
+from wspatterns.pubsub.workers import Worker, start_workers
 
 from .utils import MS, run_python
 
@@ -116,7 +118,8 @@ async def test_clear_forgets_here_and_in_the_workers():
 
 
 async def test_workers_say_when_redis_is_gone_and_serve_again_when_it_is_back():
-    own = start_redis()
+    own = await start_redis(name="killed")
+    secret = urlsplit(own.url).password
     try:
         async with await start_workers(2, hub="redis", redis=own) as workers:
             alice = await workers.connect("alice")
@@ -129,16 +132,19 @@ async def test_workers_say_when_redis_is_gone_and_serve_again_when_it_is_back():
             assert "[worker-1] hub 'worker-1' lost its connection to Redis" in lost[0]
             assert "[worker-2] hub 'worker-2' lost its connection to Redis" in lost[1]
             await send(alice, action="publish", channel="news", message="lost")
-            assert "Redis at" in (await receive(alice))["error"]
-            own.restart()
+            error = (await receive(alice))["error"]
+            assert "Redis at redis://:***@127.0.0.1:" in error and secret not in error
+            await own.restart()
             await eventually(lambda: len(workers.reports) >= 4)
             assert sum("reconnected" in str(report) for report in workers.reports) == 2
+            assert not any(secret in str(report) for report in workers.reports)
             await send(alice, action="publish", channel="news", message="back")
             for client in (alice, bob):
                 assert await receive(client) == {"channel": "news", "message": "back"}
             flow = await workers.flow()
         drops = [e for e in flow.events if e.server == "redis" and e.kind in ("end", "open")]
         assert [e.kind for e in drops if e.client == "worker-1"] == ["open", "end", "open"]
+        assert not any(secret in e.detail for e in flow.events)
     finally:
         own.stop()
 
@@ -151,6 +157,32 @@ async def test_bad_arguments_are_refused_before_anything_starts():
         await start_workers(2, hub="kafka")
     with pytest.raises(ValueError, match="count must be 1 or more"):
         await start_workers(0)
+
+
+async def test_workers_get_the_redis_secret_through_their_environment_not_argv():
+    async with await start_workers(2, hub="streams") as workers:
+        secret = urlsplit(workers.redis.url).password
+        for pid in pids(workers) + [workers.redis.process.pid]:
+            # Every user of the machine can read a command line (ps, /proc/PID/cmdline) ...
+            assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        for pid in pids(workers):
+            # ... only the owner an environment, and that is where the URL is.
+            environ = Path(f"/proc/{pid}/environ")
+            assert f"{URL_VARIABLE}={workers.redis.url}".encode() in environ.read_bytes()
+            assert environ.stat().st_mode & 0o077 == 0
+        alice = await workers.connect("alice")
+        await subscribe(alice)  # and they reach Redis with it
+
+
+async def test_workers_started_twice_do_not_stop_a_redis_of_the_lessons_own():
+    broker = await start_redis()
+    try:
+        first = await start_workers(1, hub="redis")  # each starts a Redis of its own
+        async with await start_workers(1, hub="redis") as again:  # replaces first, its Redis too
+            assert not first.redis.running and again.redis.running
+            assert broker.running
+    finally:
+        broker.stop()
 
 
 async def test_stopped_workers_and_their_redis_are_gone():
@@ -192,7 +224,7 @@ def test_workers_and_redis_die_with_a_killed_kernel():
     script = textwrap.dedent(
         """
         import asyncio, os, signal, sys
-        from wspatterns.workers import start_workers
+        from wspatterns.pubsub.workers import start_workers
 
         async def main():
             workers = await start_workers(2, hub="redis")

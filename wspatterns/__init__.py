@@ -14,10 +14,10 @@ Start here::
         print(await websocket.recv())
 """
 
-from .errors import ErrorReport, InvalidTargetError, PortInUseError, ServerStoppedError
+from .errors import InvalidTargetError, PortInUseError, ServerStoppedError, WSPatternsError
 from .flow import Event, Flow
+from .reports import ErrorReport
 from .runtime import (
-    TIMEOUT,
     Client,
     Server,
     ThreadServer,
@@ -28,6 +28,7 @@ from .runtime import (
     servers,
     stop_all,
 )
+from .settings import TIMEOUT
 
 __all__ = [
     "TIMEOUT",
@@ -40,6 +41,7 @@ __all__ = [
     "Server",
     "ServerStoppedError",
     "ThreadServer",
+    "WSPatternsError",
     "connect",
     "run",
     "serve",

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from .broadcasting import STRATEGIES
+from .broadcast.strategies import STRATEGIES
 from .errors import PortInUseError
 from .patterns import PATTERNS
 from .runtime import serve
@@ -22,7 +22,7 @@ ABOUT = {
     "consumer": "prints every message it receives",
     "producer": "sends the time every second",
     "consumer-producer": "does both at once",
-    "workers": "four workers take a second over each message, then print it",
+    "multiple-consumers": "four worker tasks take a second over each message, then print it",
 }
 
 
@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     benches = benching.add_subparsers(dest="bench", required=True, metavar="BENCH")
     broadcasting = benches.add_parser(
         "broadcast",
-        help="how late a broadcast reaches its clients, for each method and number of clients",
-        description="For each method and number of clients, run a broadcasting server and "
+        help="how late a broadcast reaches its clients, for each strategy and number of clients",
+        description="For each strategy and number of clients, run a broadcasting server and "
         "its clients in two processes, measure the latency of what they receive, and print "
         "one row per run.",
     )
     broadcasting.add_argument(
-        "--methods", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES),
+        "--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES),
         metavar="METHOD", help=f"any of: {' '.join(STRATEGIES)} (all)",
     )  # fmt: skip
     broadcasting.add_argument(
@@ -101,13 +101,13 @@ async def _serve_until_stopped(pattern: str, host: str, port: int) -> None:
 
 def _bench_broadcast(args: argparse.Namespace) -> int:
     """Run the broadcast sweep and print its table; 1 if a run failed, 2 for bad input."""
-    from .experiments import broadcast_experiment
+    from .broadcast.experiment import broadcast_experiment
 
     started = time.perf_counter()
     try:
         results = asyncio.run(
             broadcast_experiment(
-                args.methods,
+                args.strategies,
                 args.clients,
                 size=args.size,
                 rate=args.rate,

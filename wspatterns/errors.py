@@ -1,195 +1,40 @@
-"""What can go wrong in the kit, and how a learner gets to see it.
+"""The kit's exceptions: one tree, each also the builtin it refines.
 
-A handler runs in the background, so an exception raised inside it has no
-cell to land in. The kit keeps every such exception on the server's
-``errors`` list and shows it:
-
-* in a notebook, at the end of the next cell that runs (an IPython
-  ``post_run_cell`` hook), as text on stderr;
-* in a script or a terminal, on stderr as soon as it happens.
+Catch :class:`WSPatternsError` for anything the kit raises on its own account;
+catch the builtin (``OSError``, ``ValueError``, ``TimeoutError``...) as you
+would without the kit, and it still works.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import sysconfig
-import threading
-import traceback
-from dataclasses import dataclass, field
 
-from websockets.exceptions import ConnectionClosed
+class WSPatternsError(Exception):
+    """Base class of every exception the kit raises itself."""
 
 
-class PortInUseError(OSError):
+class PortInUseError(WSPatternsError, OSError):
     """The port asked for is already taken."""
 
 
-class ServerStoppedError(RuntimeError):
+class ServerStoppedError(WSPatternsError, RuntimeError):
     """A server handle was used after the server stopped."""
 
 
-class InvalidTargetError(ValueError):
+class InvalidTargetError(WSPatternsError, ValueError):
     """``connect()`` was given something that is not a server or a WebSocket URL."""
 
 
-@dataclass
-class ErrorReport:
-    """One thing that went wrong inside a server, kept for the learner to read.
-
-    ``exception`` is the exception itself; ``str(report)`` explains it in words,
-    with the lines of your own code that led to it.
-    """
-
-    server: str
-    connection: str | None
-    exception: BaseException | None
-    summary: str
-    hint: str = ""
-    frames: list[traceback.FrameSummary] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = [f"wspatterns: {self.summary}"]
-        for frame in self.frames:
-            lines.append(f"  {_place(frame.filename)}, line {frame.lineno}, in {frame.name}")
-            if frame.line:
-                lines.append(f"    {frame.line.strip()}")
-        if self.exception is not None:
-            for inner in leaves(self.exception):  # the errors inside a group, not the group
-                lines.extend(traceback.format_exception_only(inner)[-1:])
-        if self.hint:
-            lines.append(self.hint)
-        return "\n".join(line.rstrip("\n") for line in lines)
+class KitTimeoutError(WSPatternsError, TimeoutError):
+    """A wait that the kit bounds (opening, stopping, ``run()``) ran out of time."""
 
 
-def handler_failed(
-    server: str, handler: str, connection: str, exc: BaseException, *, still_open: bool = False
-) -> ErrorReport:
-    """Describe an exception that escaped ``handler`` while it served ``connection``.
-
-    ``still_open`` says that ``connection`` itself was still open: a ConnectionClosed
-    then came from another connection the handler was sending to.
-    """
-    if isinstance(exc, ConnectionClosed) and still_open:
-        summary = (
-            f"handler {handler!r} of server {server!r} ended with {type(exc).__name__} "
-            f"while serving {connection}, whose connection was still open: another "
-            f"connection it was sending to had closed ({_who_closed(exc)})."
-        )
-        hint = (
-            "Sending to other clients: remove a connection from your registry when its "
-            "handler ends, or use broadcast(), which skips connections that are not open."
-        )
-    elif isinstance(exc, ConnectionClosed):
-        summary = (
-            f"handler {handler!r} of server {server!r} ended with {type(exc).__name__} "
-            f"for {connection}: {_who_closed(exc)} while the handler was still using it."
-        )
-        hint = (
-            "To end quietly when a client leaves, catch "
-            "websockets.exceptions.ConnectionClosed around recv() and send()."
-        )
-    elif isinstance(exc, BaseExceptionGroup):
-        inner = leaves(exc)
-        more = f" and {len(inner) - 1} more error(s)" if len(inner) > 1 else ""
-        summary = (
-            f"handler {handler!r} of server {server!r} raised {type(inner[0]).__name__}{more} "
-            f"for {connection}, inside an {type(exc).__name__} (the tasks of a TaskGroup "
-            "fail together); websockets closed that connection with code 1011."
-        )
-        frames = _your_frames(exc) + [f for e in inner for f in _your_frames(e)]
-        return ErrorReport(server, connection, exc, summary, "", frames)
-    else:
-        summary = (
-            f"handler {handler!r} of server {server!r} raised {type(exc).__name__} "
-            f"for {connection}; websockets closed that connection with code 1011."
-        )
-        hint = ""
-    return ErrorReport(server, connection, exc, summary, hint, _your_frames(exc))
+class ProcessFailed(WSPatternsError, RuntimeError):
+    """A child process of the kit died or stopped answering; the message says which and how."""
 
 
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside an exception group, however deep; ``[exc]`` for any other."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
-    return [exc]
+class HubUnavailable(WSPatternsError, ConnectionError):
+    """A publish–subscribe hub cannot reach its backend (Redis) right now."""
 
 
-def _who_closed(exc: ConnectionClosed) -> str:
-    if exc.rcvd is None and exc.sent is None:
-        return "the connection was lost without a closing handshake"
-    if exc.rcvd is not None and (exc.sent is None or exc.rcvd_then_sent):
-        return f"the client closed the connection (code {exc.rcvd.code})"
-    return f"the server closed the connection (code {exc.sent.code})"
-
-
-# Where a frame comes from: your code, or a library's (the kit, websockets, asyncio).
-_KIT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_LIBRARY_DIRS = tuple(
-    {
-        os.path.abspath(path) + os.sep
-        for key in ("stdlib", "platstdlib", "purelib", "platlib")
-        if (path := sysconfig.get_paths().get(key))
-    }
-)
-
-
-def is_yours(filename: str) -> bool:
-    """True for code you wrote (a notebook cell, a file of yours); False for kit and libraries."""
-    if filename.startswith("<"):
-        return True
-    path = os.path.abspath(filename)
-    return not path.startswith(_KIT_DIR) and not path.startswith(_LIBRARY_DIRS)
-
-
-def _your_frames(exc: BaseException) -> list[traceback.FrameSummary]:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return [frame for frame in frames if is_yours(frame.filename)]
-
-
-def _place(filename: str) -> str:
-    """Name a source file as a learner knows it: ``Cell In[3]`` for notebook cells."""
-    shell = _ipython()
-    if shell is not None:
-        label = shell.compile.format_code_name(filename)
-        if label is not None:
-            return " ".join(label)
-    return f'File "{filename}"'
-
-
-def _ipython():
-    """The running IPython shell, or None; never imports IPython itself."""
-    module = sys.modules.get("IPython")
-    return module.get_ipython() if module is not None else None
-
-
-# Reports wait here until a notebook cell finishes, then print under it.
-_pending: list[ErrorReport] = []
-_pending_lock = threading.Lock()
-_hooked = False
-
-
-def show(report: ErrorReport) -> None:
-    """Make ``report`` visible: under the next cell in a notebook, on stderr elsewhere."""
-    global _hooked
-    shell = _ipython()
-    if shell is None:
-        print(report, file=sys.stderr, flush=True)
-        return
-    with _pending_lock:
-        _pending.append(report)
-        if not _hooked:
-            shell.events.register("post_run_cell", _print_pending)
-            _hooked = True
-
-
-def _print_pending(*_args) -> None:
-    with _pending_lock:
-        reports = _pending[:]
-        _pending.clear()
-    if reports:
-        sys.stdout.flush()  # so the cell's own prints come first, then what went wrong
-    # Grouped by server, each server's in the order they happened: reports from worker
-    # processes arrive in whichever order the processes ran, and must not read shuffled.
-    for report in sorted(reports, key=lambda report: report.server):
-        print(report, file=sys.stderr, flush=True)
+class BadRequest(WSPatternsError, ValueError):
+    """A client's request to a hub is malformed; the message says how to write it."""

@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
-Handler = Callable[[ServerConnection], Awaitable[None]]
-Consume = Callable[[Data], Awaitable[None]]
-Produce = Callable[[], Awaitable[Data]]
+from .settings import Handler
+
+#: The business logic a consumer hands each message to.
+Consume: TypeAlias = Callable[[Data], Awaitable[None]]
+#: The business logic a producer asks for the next message.
+Produce: TypeAlias = Callable[[], Awaitable[Data]]
 
 
 async def echo(websocket: ServerConnection) -> None:
@@ -59,8 +63,9 @@ def consumer_and_producer(consume: Consume, produce: Produce) -> Handler:
     consumer_handler, producer_handler = consumer(consume), producer(produce)
 
     async def handler(websocket: ServerConnection) -> None:
-        consuming = asyncio.create_task(consumer_handler(websocket))
-        producing = asyncio.create_task(producer_handler(websocket))
+        # A Handler returns an awaitable: create_task() takes coroutines only, ensure_future() both.
+        consuming = asyncio.ensure_future(consumer_handler(websocket))
+        producing = asyncio.ensure_future(producer_handler(websocket))
         # When one side finishes (usually: the client left), cancel the other,
         # which asyncio.gather would leave running.
         done, pending = await asyncio.wait(
@@ -75,7 +80,7 @@ def consumer_and_producer(consume: Consume, produce: Produce) -> Handler:
     return handler
 
 
-def workers(consume: Consume, count: int = 4) -> Handler:
+def multiple_consumers(consume: Consume, count: int = 4) -> Handler:
     """A handler that queues messages for ``count`` workers running ``consume`` side by side.
 
     When the client leaves, the workers finish what is queued, then stop.
@@ -107,7 +112,7 @@ def workers(consume: Consume, count: int = 4) -> Handler:
     return workers_handler
 
 
-def registration(connected: set) -> Handler:
+def registration(connected: set[ServerConnection]) -> Handler:
     """A handler that keeps each connection in ``connected`` while it is open, and nothing else.
 
     Whoever holds the set can then send to every client, e.g. with ``broadcast(connected, ...)``.
@@ -149,5 +154,5 @@ PATTERNS: dict[str, Handler] = {
     "consumer": consumer(show),
     "producer": producer(tick),
     "consumer-producer": consumer_and_producer(show, tick),
-    "workers": workers(show_slowly),
+    "multiple-consumers": multiple_consumers(show_slowly),
 }

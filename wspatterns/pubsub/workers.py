@@ -23,103 +23,44 @@ shown here like the kit's own reports: under the next cell in a notebook.
 Workers are stopped by ``stop()``, by leaving ``async with``, at the end of the
 interpreter, and, on Linux, as soon as the process that started them dies.
 
-Run one by hand: ``python -m wspatterns.workers --name worker-1 --hub memory``.
+Run one by hand:
+``python -m wspatterns.pubsub.worker_process --name worker-1 --hub memory``. A Redis
+hub's URL comes from ``$WSPATTERNS_HUB_REDIS_URL``, which is how the notebook's side hands
+it over: a URL carrying a password must stay off the command line, which anyone can read.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import sys
 from typing import Any
 
-from . import errors
-from .flow import Flow, merge
-from .processes import ChildProcess, ProcessFailed, say, stdin_lines, until_signal
-from .pubsub import MAX_MESSAGE_SIZE, Hub, MemoryHub, RedisHub, hub_handler
-from .redis_server import RedisServer, start_redis
-from .runtime import TIMEOUT, Client, connect, serve
-
-HUBS = ("memory", "redis", "streams")
-
-#: The workers running, by the name they were started under.
-_running: dict[str, Workers] = {}
-
-
-# The worker's side
-
-
-def make_hub(kind: str, url: str | None, name: str, flow: Flow) -> Hub:
-    """The hub a worker serves: ``kind`` is one of :data:`HUBS`; Redis ones need ``url``."""
-    if kind == "memory":
-        return MemoryHub()
-    if url is None:
-        raise ValueError(f"a {kind!r} hub needs a Redis URL")
-    if kind == "redis":
-        return RedisHub(url, name=name, flow=flow)
-    from .streams import StreamHub
-
-    return StreamHub(url, name=name, flow=flow)
-
-
-async def run_worker(name: str, kind: str, url: str | None, token: str | None) -> None:
-    """Serve a hub until told to quit; answer the parent's commands on stdin.
-
-    Prints ``{"url": ...}`` once listening. Commands: ``flow`` (prints
-    ``{"flow": <Flow.export()>}``), ``clear`` (forgets the flow's events; prints
-    ``{"cleared": name}``), ``quit`` or the end of stdin.
-    """
-    flow = Flow(token=token)  # the parent's clients' connections keep their numbers here
-    async with make_hub(kind, url, name, flow) as hub:
-        handler = hub_handler(hub)
-        async with serve(handler, name=name, flow=flow, max_size=MAX_MESSAGE_SIZE) as server:
-            say({"url": server.url})
-            async for command in stdin_lines():
-                if command == "flow":
-                    say({"flow": flow.export()})
-                elif command == "clear":
-                    flow.clear()
-                    say({"cleared": name})
-                elif command == "quit":
-                    break
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m wspatterns.workers",
-        description="One pub/sub worker: serve hub_handler on 127.0.0.1 and print the URL. "
-        "Commands on stdin: flow, clear, quit.",
-    )
-    parser.add_argument("--name", default="worker-1", help="the server's name (worker-1)")
-    parser.add_argument("--hub", choices=HUBS, default="memory", help="the hub (memory)")
-    parser.add_argument("--redis", help="Redis URL, for the redis and streams hubs")
-    parser.add_argument("--token", help="the parent's flow token (see Flow.token)")
-    args = parser.parse_args(argv)
-    if args.hub != "memory" and not args.redis:
-        parser.error(f"--hub {args.hub} needs --redis URL")
-    asyncio.run(until_signal(run_worker(args.name, args.hub, args.redis, args.token)))
-    return 0
-
-
-# The notebook's side
+from .. import reports
+from ..errors import ProcessFailed
+from ..flow import Flow, merge
+from ..reports import ErrorReport
+from ..runtime import Client, connect, lifecycle
+from ..runtime.processes import ChildProcess
+from ..settings import TIMEOUT
+from .hub import HUBS
+from .redis_server import URL_VARIABLE, RedisServer, start_redis
 
 
 class Worker(ChildProcess):
     """One worker process; ``url`` is where it serves, ``name`` what the flow calls it."""
 
-    module = "wspatterns.workers"
+    module = "wspatterns.pubsub.worker_process"
 
     def __init__(self, name: str, kind: str, url: str | None, token: str) -> None:
         args = ["--name", name, "--hub", kind, "--token", token]
-        super().__init__(args + (["--redis", url] if url else []))
+        super().__init__(args, env={URL_VARIABLE: url} if url else None)
         self.name = name
         self.role = f"worker {name!r}"
         self.url = ""
-        self.reports: list[errors.ErrorReport] = []
+        self.reports: list[ErrorReport] = []
 
     async def start_serving(self, timeout: float) -> None:
-        await self._start()
+        await self.launch()
         self.url = (await self.read_json(timeout, "URL"))["url"]
 
     async def ask(self, command: str, timeout: float = TIMEOUT) -> dict[str, Any]:
@@ -131,8 +72,8 @@ class Worker(ChildProcess):
         # the lines that explain it, up to the next report. Shown here, they name the worker.
         if line.startswith("wspatterns: "):
             summary = f"[{self.name}] {line.removeprefix('wspatterns: ')}"
-            self.reports.append(errors.ErrorReport(self.name, None, None, summary))
-            errors.show(self.reports[-1])
+            self.reports.append(ErrorReport(self.name, None, None, summary))
+            reports.show(self.reports[-1])
         elif self.reports:
             report = self.reports[-1]
             report.hint = f"{report.hint}\n{line}" if report.hint else line
@@ -164,7 +105,7 @@ class Workers:
         return [worker.name for worker in self.processes]
 
     @property
-    def reports(self) -> list[errors.ErrorReport]:
+    def reports(self) -> list[ErrorReport]:
         """What the workers reported (handler errors, Redis lost and back), oldest first."""
         return [report for worker in self.processes for report in worker.reports]
 
@@ -194,11 +135,19 @@ class Workers:
     async def stop(self) -> None:
         """Close this side's clients, stop every worker (killing any that lingers), and Redis
         if :func:`start_workers` started it."""
-        if _running.get(self.prefix) is self:
-            del _running[self.prefix]
+        lifecycle.forget("workers", self.prefix, self)
         clients = _clients_of(self.local)
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
         await asyncio.gather(*(worker.close(grace=2) for worker in self.processes))
+        if self._owns_redis and self.redis is not None:
+            self.redis.stop()
+
+    async def retire(self, why: str) -> None:
+        await self.stop()
+
+    def retire_now(self, why: str) -> None:
+        for worker in self.processes:
+            worker.kill()
         if self._owns_redis and self.redis is not None:
             self.redis.stop()
 
@@ -219,10 +168,11 @@ class Workers:
 
 
 def _clients_of(flow: Flow) -> list[Client]:
-    from .runtime import _clients, _registry_lock
-
-    with _registry_lock:
-        return [client for client in _clients.values() if client.flow is flow]
+    return [
+        client
+        for client in lifecycle.of_kind("client")
+        if isinstance(client, Client) and client.flow is flow
+    ]
 
 
 async def start_workers(
@@ -239,8 +189,9 @@ async def start_workers(
     cell again replaces its workers instead of adding more.
 
     ``hub`` is ``"memory"``, ``"redis"`` or ``"streams"``. The Redis ones use
-    ``redis`` (a :class:`~wspatterns.redis_server.RedisServer` or a URL), or a
-    private Redis started here and stopped with the workers. Returns once every
+    ``redis`` (a :class:`~wspatterns.redis_server.RedisServer` or a URL, handed to the
+    workers through their environment), or a private Redis started here, under the name
+    ``"{name}-redis"``, and stopped with the workers. Returns once every
     worker listens; raises :class:`~wspatterns.processes.ProcessFailed` (with the
     worker's last words) if one cannot start, after stopping the others.
     """
@@ -248,11 +199,11 @@ async def start_workers(
         raise ValueError(f"hub must be one of {', '.join(HUBS)}; got {hub!r}")
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be 1 or more workers; got {count!r}")
-    if name in _running:  # a cell run again: the workers it started before make way
-        await _running[name].stop()
+    # A cell run again: the workers it started before make way.
+    await lifecycle.retire("workers", name, f"a newer start_workers(name={name!r}) replaced them")
     owns_redis = hub != "memory" and redis is None
     if owns_redis:
-        redis = start_redis()
+        redis = await start_redis(name=f"{name}-redis")
     url = redis if isinstance(redis, str) else redis.url if redis is not None else None
     server = redis if isinstance(redis, RedisServer) else None
     workers = Workers(name, hub, server, owns_redis)
@@ -266,9 +217,6 @@ async def start_workers(
         if owns_redis and server is not None:
             server.stop()
         raise
-    _running[name] = workers
+    lifecycle.add("workers", name, workers)
     return workers
 
-
-if __name__ == "__main__":
-    sys.exit(main())

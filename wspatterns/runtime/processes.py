@@ -2,15 +2,17 @@
 
 A :class:`ChildProcess` runs ``python -m MODULE ARGS`` in a session of its own:
 its whole process group can be killed, Ctrl+C in a terminal reaches only the
-parent, and Linux ends it if the parent dies. It is killed at interpreter exit
-if nobody stopped it. The child's side: :func:`say` one line at a time on
-stdout, :func:`obey` the parent's commands on stdin, :func:`until_signal`.
+parent, and Linux ends it if the parent dies. The kit's registry holds it
+until it is closed: ``stop_all()`` and the end of the interpreter stop it.
+What a child must keep to itself (a password) goes in its environment, not in
+ARGS: every user of the machine can read a command line, only its owner an
+environment. The child's side: :func:`say` one line at a time on stdout,
+:func:`obey` the parent's commands on stdin, :func:`until_signal`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import ctypes
 import json
@@ -18,8 +20,11 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+from ..errors import ProcessFailed
+from . import lifecycle
 
 # The child's side
 
@@ -62,7 +67,7 @@ async def obey(start: Callable[[], None], stop: Callable[[], None]) -> None:
             return
 
 
-async def until_signal(work: Any) -> None:
+async def until_signal(work: Awaitable[object]) -> None:
     """Await ``work`` until it ends or SIGTERM / SIGINT arrives, whichever comes first."""
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,54 +81,47 @@ async def until_signal(work: Any) -> None:
         for pending in (task, waiting):
             pending.cancel()
         await asyncio.gather(task, waiting, return_exceptions=True)
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+    if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+        raise error
 
 
 # The parent's side
-
-
-class ProcessFailed(RuntimeError):
-    """A server or clients process died or stopped answering; the message says which and how."""
-
-
-#: Process groups started here and not yet known to be gone: killed at interpreter exit.
-_live_groups: set[int] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for group in list(_live_groups):
-        with contextlib.suppress(OSError):
-            os.killpg(group, signal.SIGKILL)
 
 
 class ChildProcess:
     """A ``python -m MODULE`` process of the kit, started in a session of its own.
 
     Its own process group can be killed whole, and Ctrl+C in a terminal reaches only us.
+    ``env`` is added to this process's environment for it: the place for a secret.
     """
 
     module = ""  # run as python -m MODULE ARGS
     role = ""  # what error messages call it
     report = ""  # what stop() reads back
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
+        self.env = env or {}  # added to this process's environment for the child
         self.process: asyncio.subprocess.Process | None = None
         self.stderr_tail: deque[str] = deque(maxlen=5)
-        self._stderr_task: asyncio.Task | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
 
-    async def _start(self) -> None:
+    def command(self) -> list[str]:
+        """What runs: ``python -m MODULE ARGS``; a subclass may run a script by path instead."""
+        return [sys.executable, "-m", self.module, *self.args]
+
+    async def launch(self) -> None:
+        """Start the process; it is stopped by close(), stop_all() or the interpreter's end."""
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, *self.args,
+            *self.command(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            env={**os.environ, **self.env} if self.env else None,
         )  # fmt: skip
-        _live_groups.add(self.process.pid)
+        lifecycle.add("process", id(self), self)
         self._stderr_task = asyncio.create_task(self._keep_stderr_tail())
 
     async def _keep_stderr_tail(self) -> None:
@@ -156,7 +154,10 @@ class ChildProcess:
         """The next line the process prints; ProcessFailed if it ends or takes over ``timeout``."""
         assert self.process is not None and self.process.stdout is not None
         try:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the line does, and a cancelled experiment would run on.
+            async with asyncio.timeout(timeout):
+                line = await self.process.stdout.readline()
         except TimeoutError:
             raise ProcessFailed(
                 f"the {self.role} process gave no {what} within {timeout:g} s{self._last_words()}"
@@ -164,7 +165,8 @@ class ChildProcess:
         if not line:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.process.wait(), 2)
-                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)  # its last words
+                if self._stderr_task is not None:  # launch() started it
+                    await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)  # its last words
             raise ProcessFailed(
                 f"the {self.role} process exited with code {self.process.returncode} "
                 f"before its {what}{self._last_words()}"
@@ -174,7 +176,8 @@ class ChildProcess:
     async def read_json(self, timeout: float, what: str) -> dict[str, Any]:
         line = await self.read(timeout, what)
         try:
-            return json.loads(line)
+            report: dict[str, Any] = json.loads(line)
+            return report
         except ValueError:
             raise ProcessFailed(f"the {self.role} process printed {line!r}, not a {what}") from None
 
@@ -183,7 +186,8 @@ class ChildProcess:
         assert self.process is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.process.wait(), 1)
-            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
+            if self._stderr_task is not None:  # launch() started it
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
         if self.process.returncode is None:
             return None
         return f"the {self.role} process exited with code {self.process.returncode}" + (
@@ -213,11 +217,17 @@ class ChildProcess:
                     await asyncio.wait_for(process.wait(), grace)
         finally:
             self.kill()  # its group, too: whatever it started goes with it
-            _live_groups.discard(process.pid)
+            lifecycle.forget("process", id(self), self)
             if self._stderr_task is not None:
                 self._stderr_task.cancel()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 5)
+
+    async def retire(self, why: str) -> None:
+        await self.close(grace=1.0)
+
+    def retire_now(self, why: str) -> None:
+        self.kill()
 
     async def __aexit__(self, exc_type: Any, *exc_info: Any) -> None:
         # After an error or a cancellation, nobody is waiting for a polite goodbye.

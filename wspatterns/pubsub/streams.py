@@ -8,7 +8,8 @@ sends that id with every delivery; a client whose connection dropped subscribes
 again with ``"since"``, the id of the last message it got, and receives what it
 missed, then the new messages: none lost, none twice::
 
-    hub = StreamHub(start_redis().url)
+    broker = await start_redis()
+    hub = StreamHub(broker.url)
     server = await serve(hub_handler(hub), max_size=MAX_MESSAGE_SIZE)
 
 How it keeps that promise. One task per hub, the reader, asks Redis for what is
@@ -38,11 +39,15 @@ Limits, each a choice:
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TypeAlias, cast
 
-from .flow import Flow
-from .pubsub import REDIS_DOWN, Deliver, RedisHub
-from .runtime import TIMEOUT
+from redis.typing import KeyT, StreamIdT
+
+from ..flow import Flow
+from ..settings import TIMEOUT
+from .hub import Deliver
+from .redis_hub import REDIS_DOWN, RedisHub
+from .redis_server import redacted
 
 #: The key of a channel's stream in Redis is this prefix and the channel's name.
 PREFIX = "wspatterns:"
@@ -53,20 +58,25 @@ BATCH = 1000
 # The largest part of a stream id Redis accepts: ids are two unsigned 64-bit numbers.
 _LARGEST = 2**64 - 1
 
+#: A stream entry as this hub's client returns it: ``(id, fields)``, all str, as it
+#: decodes responses. redis-py types its replies for every protocol and decoding at
+#: once, so each reply is cast to what it is here where it arrives.
+Entry: TypeAlias = tuple[str, dict[str, str]]
+
 
 class StreamHub(RedisHub):
     """A hub on Redis Streams, with history: ``subscribe(channel, deliver, since=id)``.
 
-    ``url`` is a Redis URL, such as ``start_redis().url``. ``publish`` appends to
-    the channel's stream, trimmed to about ``maxlen`` entries (Redis trims in
-    whole blocks, so a few more may stay). Each delivery carries its stream id.
-    A channel's first subscriber in this process may hear its first messages
+    ``url`` is a Redis URL, such as ``broker.url`` (``broker = await start_redis()``).
+    ``publish`` appends to the channel's stream, trimmed to about ``maxlen`` entries
+    (Redis trims in whole blocks, so a few more may stay). Each delivery carries its
+    stream id. A channel's first subscriber in this process may hear its first messages
     up to ``poll`` seconds late: the reader waits that long for news on the
     streams it reads before it asks again, the new one included.
 
-    If Redis goes away, ``publish`` and ``subscribe`` raise
-    :class:`~wspatterns.pubsub.HubUnavailable`, and the hub says so and comes
-    back as :class:`~wspatterns.pubsub.RedisHub` does; the reader then goes on
+    If Redis refuses the password or goes away, ``publish`` and ``subscribe`` raise
+    :class:`~wspatterns.pubsub.HubUnavailable` saying which; after an outage the hub
+    says so and comes back as :class:`~wspatterns.pubsub.RedisHub` does; the reader then goes on
     from where it was in each stream. With ``flow=``, its traffic with Redis is
     recorded as a connection between ``name`` and ``"redis"``.
     """
@@ -103,7 +113,7 @@ class StreamHub(RedisHub):
                 PREFIX + channel, {"message": message}, maxlen=self.maxlen, approximate=True
             )
         except REDIS_DOWN as exc:
-            raise self._unavailable("publish") from exc
+            raise self._unavailable("publish", exc) from exc
 
     async def subscribe(self, channel: str, deliver: Deliver, since: str | None = None) -> None:
         """Call ``deliver(channel, message, id)`` for each message on ``channel`` from now on.
@@ -119,7 +129,7 @@ class StreamHub(RedisHub):
                 async with asyncio.timeout(self.timeout):
                     await self._join(channel, deliver, since)
             except REDIS_DOWN as exc:  # TimeoutError among them
-                raise self._unavailable("subscribe") from exc
+                raise self._unavailable("subscribe", exc) from exc
             finally:
                 if not self._subscribers.get(channel):  # it failed, and nobody else is here
                     self._subscribers.pop(channel, None)
@@ -139,7 +149,8 @@ class StreamHub(RedisHub):
             self._positions[channel] = await self._last_id(channel)
             self._wanted.set()
             if self._reader is None:
-                self._reader = asyncio.create_task(self._read(), name=f"StreamHub {self.url}")
+                name = f"StreamHub {redacted(self.url)}"
+                self._reader = asyncio.create_task(self._read(), name=name)
         missed = [] if since is None else await self._catch_up(channel, deliver, since)
         # No await from here on: the reader cannot hand out anything in between.
         for message, id in missed:
@@ -154,11 +165,11 @@ class StreamHub(RedisHub):
         The replay ends at the stream's position when it starts, its boundary;
         what the reader hands out while it runs comes after that.
         """
-        wanted = _parse(since)
-        if wanted > _parse(await self._last_id(channel)):
+        wanted = parse_id(since)
+        if wanted > parse_id(await self._last_id(channel)):
             return []  # ahead of the stream (Redis restarted empty?): the new messages only
         # A client coming from another server may be ahead of this one's reader.
-        while _parse(self._positions[channel]) < wanted:
+        while parse_id(self._positions[channel]) < wanted:
             await self._moved.wait()
         missed: list[tuple[str, str | None]] = []
 
@@ -175,24 +186,25 @@ class StreamHub(RedisHub):
 
     async def _last_id(self, channel: str) -> str:
         """The id of the newest entry in ``channel``'s stream; ``0-0`` if it has none."""
-        newest = await self._redis.xrevrange(PREFIX + channel, count=1)
+        newest = cast(list[Entry], await self._redis.xrevrange(PREFIX + channel, count=1))
         return newest[0][0] if newest else "0-0"
 
     async def _replay(self, channel: str, deliver: Deliver, since: str, boundary: str) -> None:
         """Deliver the entries after ``since`` and up to ``boundary`` that the stream still has."""
-        start = _after(_parse(since))
-        while start <= _parse(boundary):
+        start = _after(parse_id(since))
+        while start <= parse_id(boundary):
             first = f"{start[0]}-{start[1]}"
             if self._link is not None:
                 self._link.message("client", f"XRANGE {channel} {first} {boundary}")
-            entries = await self._redis.xrange(
-                PREFIX + channel, min=first, max=boundary, count=BATCH
+            entries = cast(
+                list[Entry],
+                await self._redis.xrange(PREFIX + channel, min=first, max=boundary, count=BATCH),
             )
             for id, fields in entries:
                 self._hand(channel, id, fields, deliver)
             if len(entries) < BATCH:
                 break
-            start = _after(_parse(entries[-1][0]))
+            start = _after(parse_id(entries[-1][0]))
 
     async def _last_subscriber_left(self, channel: str) -> None:
         self._positions.pop(channel, None)
@@ -203,7 +215,9 @@ class StreamHub(RedisHub):
                 self._wanted.clear()
                 await self._wanted.wait()
                 continue
-            streams = {PREFIX + channel: id for channel, id in self._positions.items()}
+            streams: dict[KeyT, StreamIdT] = {
+                PREFIX + channel: id for channel, id in self._positions.items()
+            }
             try:
                 reply = await self._redis.xread(
                     streams, count=BATCH, block=max(1, round(self.poll * 1000))
@@ -211,23 +225,23 @@ class StreamHub(RedisHub):
             except REDIS_DOWN as exc:
                 await self._reconnect(exc)
                 continue
-            for key, entries in reply:
+            for key, entries in cast(list[tuple[str, list[Entry]]], reply):  # [[key, entries]]
                 self._hand_out(key.removeprefix(PREFIX), entries)
             moved, self._moved = self._moved, asyncio.Event()
             moved.set()
 
-    def _hand_out(self, channel: str, entries: list[tuple[str, dict[str, Any]]]) -> None:
+    def _hand_out(self, channel: str, entries: list[Entry]) -> None:
         """Deliver what the reader read, moving the stream's position past each entry."""
         for id, fields in entries:
             position = self._positions.get(channel)
             # Not if the channel lost its subscribers while Redis answered, nor
             # what a new first subscriber's position is already past.
-            if position is None or _parse(id) <= _parse(position):
+            if position is None or parse_id(id) <= parse_id(position):
                 continue
             self._positions[channel] = id
             self._hand(channel, id, fields, self._deliver)
 
-    def _hand(self, channel: str, id: str, fields: dict[str, Any], deliver: Deliver) -> None:
+    def _hand(self, channel: str, id: str, fields: dict[str, str], deliver: Deliver) -> None:
         message = fields.get("message")
         if message is None:
             return  # not an entry of ours
@@ -240,7 +254,7 @@ class StreamHub(RedisHub):
         await self._redis.ping()
 
 
-def _parse(id: str) -> tuple[int, int]:
+def parse_id(id: str) -> tuple[int, int]:
     """A stream id as numbers that compare as Redis orders them: ``"5-2"`` → ``(5, 2)``."""
     milliseconds, _, sequence = id.partition("-")
     return int(milliseconds), int(sequence or 0)

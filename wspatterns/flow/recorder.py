@@ -1,9 +1,9 @@
 """The recorder: everything that crosses a connection, in the order it happened.
 
-A :class:`Flow` is a list of :class:`Event` records with a size cap. Servers
+An :class:`EventLog` is a list of :class:`Event` records with a size cap; the
+:class:`~wspatterns.Flow` a learner holds is one, with the views added. Servers
 from :func:`wspatterns.serve` and clients from :func:`wspatterns.connect`
-record into one; a learner reads it back through the views (``flow.sequence()``
-and friends, drawn by :mod:`wspatterns.views`).
+record into one.
 
 Recording happens where websockets turns messages into frames: every frame
 sent or received passes through the connection's extensions, and a
@@ -19,21 +19,38 @@ import itertools
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Iterator
+from typing import Any, Literal, NamedTuple, TypeAlias
 
+from websockets.asyncio.connection import Connection
 from websockets.extensions import Extension
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import ExtensionName
 
-if TYPE_CHECKING:
-    import pandas
-    from matplotlib.figure import Figure
+from ..internals import closed_first_by_peer, put_extension_first
 
 #: Bytes of each message kept for previews; the rest is counted, not stored.
 HEAD = 48
 
 #: Events a flow keeps unless told otherwise; older ones are dropped and counted.
 CAP = 100_000
+
+#: What an event is: a message, the opening handshake, a close frame, the end of
+#: the TCP connection, or an exception raised by the handler.
+Kind: TypeAlias = Literal["open", "message", "close", "end", "error"]
+
+#: One end of a connection: where an event was recorded, or who sent it.
+Side: TypeAlias = Literal["server", "client"]
+
+#: Which end of which connection: ``(connection, server, client, at)``.
+Who: TypeAlias = tuple[int, str, str, Side]
+
+# What every record says but its numbers: (kind, who, sender, type).
+_Meta: TypeAlias = tuple[Kind, Who, Side | None, str | None]
+
+#: A raw record, as appended on the hot path: ``(time, meta, size, head, index)`` for a
+#: message, ``(time, meta, code, detail)`` for anything else (see :attr:`EventLog.events`).
+Record: TypeAlias = tuple[int, _Meta, int, bytes, int] | tuple[int, _Meta, int | None, str]
 
 
 class Event(NamedTuple):
@@ -49,21 +66,21 @@ class Event(NamedTuple):
 
     seq: int  # global order within the flow
     time: int  # time.monotonic_ns() when it was recorded
-    kind: str
+    kind: Kind
     connection: int  # one number per connection in this flow
     server: str  # the server's name
     client: str  # the client's name
-    at: str
-    sender: str | None
+    at: Side
+    sender: Side | None
     type: str | None  # "text" or "binary" for messages
     size: int  # payload bytes
     head: bytes  # the first HEAD bytes of the payload
-    index: int
+    index: int  # type: ignore[assignment]  # hides tuple.index(); event.index is public
     code: int | None  # close code, for close and end
     detail: str  # path (open), reason (close, end), exception (error)
 
 
-class Flow:
+class EventLog:
     """A record of messages between servers and clients, kept in memory.
 
     At most ``cap`` events are kept; past that the oldest are dropped and
@@ -82,7 +99,7 @@ class Flow:
         # connections it numbers itself count down from -1, so they never collide.
         self.token = token or secrets.token_hex(4)
         # Raw records, appended on the hot path; flow.events turns them into Events.
-        self._records: deque[tuple] = deque(maxlen=cap)
+        self._records: deque[Record] = deque(maxlen=cap)
         self._connections = itertools.count(1) if token is None else itertools.count(-1, -1)
         self._ends: list[Recorder] = []
 
@@ -122,7 +139,7 @@ class Flow:
     def __len__(self) -> int:
         return len(self._records)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Event]:
         return iter(self.events)
 
     def clear(self) -> None:
@@ -134,15 +151,20 @@ class Flow:
     def new_connection(self) -> int:
         return next(self._connections)
 
+    def load(self, records: list[Record], next_connection: int) -> None:
+        """Append raw records made by :meth:`Recorder` elsewhere (a merge); number on from there."""
+        self._records.extend(records)
+        self._connections = itertools.count(next_connection)
+
     def export(self) -> dict[str, Any]:
-        """What this flow holds, as plain JSON-ready data, for :func:`merge` in another process."""
+        """What this flow holds, as plain JSON-ready data, to merge in another process."""
         return {
             "token": self.token,
             "events": [_plain(event) for event in self.events],
             "ends": [[*end.who, end.sent, end.received, end.others] for end in self._ends],
         }
 
-    def end(self, connection: int, server: str, client: str, at: str) -> Recorder:
+    def end(self, connection: int, server: str, client: str, at: Side) -> Recorder:
         """A recorder for one end (``at``) of a connection, recording into this flow."""
         recorder = Recorder(self, (connection, server, client, at))
         self._ends.append(recorder)
@@ -152,105 +174,6 @@ class Flow:
         connections = len({end.who[0] for end in self._ends})
         dropped = f", {self.dropped} dropped" if self.dropped else ""
         return f"<Flow: {len(self)} events on {connections} connections{dropped}>"
-
-    # The pictures. They live in wspatterns.views; these are shortcuts.
-
-    def sequence(self, **options: Any):
-        """A sequence diagram: Mermaid in JupyterLab, SVG elsewhere, text as a last resort."""
-        from . import views
-
-        return views.sequence(self, **options)
-
-    def timeline(self, **options: Any) -> Figure:
-        """A matplotlib swimlane plot over time, sent→received pairs joined."""
-        from . import views
-
-        return views.timeline(self, **options)
-
-    def table(self) -> pandas.DataFrame:
-        """The events as a pandas DataFrame, one row per event."""
-        from . import views
-
-        return views.table(self)
-
-    def stats(self) -> pandas.DataFrame:
-        """Per connection: messages and bytes each way, rate, and latency percentiles."""
-        from . import views
-
-        return views.stats(self)
-
-    def live(self, **options: Any):
-        """A view that keeps itself up to date while messages flow (in a notebook)."""
-        from . import views
-
-        return views.live(self, **options)
-
-
-def merge(first: Flow | dict[str, Any], *others: Flow | dict[str, Any]) -> Flow:
-    """One flow holding the events of several, in the order they happened.
-
-    Each argument is a :class:`Flow` or what :meth:`Flow.export` made of one,
-    in this process or another (worker processes send theirs). The first keeps
-    its connection numbers; the others' connections are numbered after it,
-    except those both ends of which were recorded (a client here, its server in
-    a worker given this flow's token): they become one connection again, named
-    after the server that served it. Times are ``time.monotonic_ns()``, which
-    processes of one machine share. The result is a new flow, a snapshot.
-    """
-    parts = [part if isinstance(part, dict) else part.export() for part in (first, *others)]
-    token = parts[0]["token"]
-
-    def kept(part: int, connection: int) -> bool:
-        """The first flow's number: its own connections, and the server ends of its clients'."""
-        return part == 0 or (parts[part]["token"] == token and connection > 0)
-
-    taken = {
-        connection
-        for index, part in enumerate(parts)
-        for connection in _connections_in(part)
-        if kept(index, connection)
-    }
-    fresh = (number for number in itertools.count(1) if number not in taken)
-    renumbered: dict[tuple[int, int], int] = {}
-
-    def number(part: int, connection: int) -> int:
-        if kept(part, connection):
-            return connection
-        if (part, connection) not in renumbered:
-            renumbered[part, connection] = next(fresh)
-        return renumbered[part, connection]
-
-    served_by = {
-        number(index, end[0]): end[1]
-        for index, part in enumerate(parts)
-        for end in part["ends"]
-        if end[3] == "server"
-    }
-    merged = Flow(max(CAP, sum(len(part["events"]) for part in parts)), token=token)
-    records = []
-    for index, part in enumerate(parts):
-        for connection, server, client, at, sent, received, others in part["ends"]:
-            connection = number(index, connection)
-            end = merged.end(connection, served_by.get(connection, server), client, at)
-            end.sent, end.received, end.others, end.installed = sent, received, others, True
-        for event in part["events"]:
-            _, time_ns, kind, connection, server, client, at, sender, type_ = event[:9]
-            size, head, count, code, detail = event[9:]
-            connection = number(index, connection)
-            who = (connection, served_by.get(connection, server), client, at)
-            meta = (kind, who, sender, type_)
-            if kind == "message":
-                records.append((time_ns, meta, size, head.encode("latin-1"), count))
-            else:
-                records.append((time_ns, meta, code, detail))
-    records.sort(key=lambda record: record[0])  # stable: one end's order is kept on ties
-    merged._records.extend(records)
-    merged._connections = itertools.count(max(taken | set(renumbered.values()), default=0) + 1)
-    return merged
-
-
-def _connections_in(part: dict[str, Any]) -> set[int]:
-    return {end[0] for end in part["ends"]} | {event[3] for event in part["events"]}
 
 
 def _plain(event: Event) -> list[Any]:
@@ -273,21 +196,29 @@ class Recorder(Extension):
 
     __slots__ = (
         "flow", "who", "sent", "received", "others", "partial", "installed",
-        "_append", "_us", "_them", "_out", "_in",
+        "us", "them", "_append", "_out", "_in",
     )  # fmt: skip
 
-    def __init__(self, flow: Flow, who: tuple[int, str, str, str]) -> None:
+    def __init__(self, flow: EventLog, who: Who) -> None:
         self.flow = flow
         self.who = who  # (connection, server, client, at)
         self.reset()
         self.installed = False
         self._append = flow._records.append
+        us: Side
+        them: Side
         us, them = ("server", "client") if who[3] == "server" else ("client", "server")
-        self._us, self._them = us, them
+        self.us, self.them = us, them
         # What every record of a whole message says but its time, size, head and index,
         # looked up by "is it text?": records share these tuples instead of building their own.
-        self._out = (("message", who, us, "binary"), ("message", who, us, "text"))
-        self._in = (("message", who, them, "binary"), ("message", who, them, "text"))
+        self._out: tuple[_Meta, _Meta] = (
+            ("message", who, us, "binary"),
+            ("message", who, us, "text"),
+        )
+        self._in: tuple[_Meta, _Meta] = (
+            ("message", who, them, "binary"),
+            ("message", who, them, "text"),
+        )
 
     def reset(self) -> None:
         self.sent = 0  # messages sent by this end
@@ -302,7 +233,7 @@ class Recorder(Extension):
 
     def install(self, protocol: Any) -> None:
         """Record ``protocol``'s frames from now on; call it once its handshake succeeded."""
-        protocol.extensions = [self, *protocol.extensions]
+        put_extension_first(protocol, self)
         self.installed = True
 
     # The two hooks keep the common case (a whole text or binary message) short:
@@ -319,7 +250,7 @@ class Recorder(Extension):
                 head = bytes(head)
             self._append((_clock(), self._out[opcode is _TEXT], len(data), head, index))
         else:
-            self._saw(frame, self._us)
+            self._saw(frame, self.us)
         return frame
 
     def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
@@ -333,17 +264,19 @@ class Recorder(Extension):
                 head = bytes(head)
             self._append((_clock(), self._in[opcode is _TEXT], len(data), head, index))
         else:
-            self._saw(frame, self._them)
+            self._saw(frame, self.them)
         return frame
 
     # Everything but whole messages: rarer, so written for reading, not for speed.
 
-    def add(self, kind: str, sender: str | None = None, code=None, detail="") -> None:
+    def add(
+        self, kind: Kind, sender: Side | None = None, code: int | None = None, detail: str = ""
+    ) -> None:
         """Record an event that is not a message: open, close, end or error."""
         self.others += 1
         self._append((_clock(), (kind, self.who, sender, None), code, detail))
 
-    def _saw(self, frame: Frame, sender: str) -> None:
+    def _saw(self, frame: Frame, sender: Side) -> None:
         """Record fragments (as one message, once whole) and close frames."""
         opcode = frame.opcode
         if opcode is Opcode.CONT:
@@ -366,13 +299,13 @@ class Recorder(Extension):
                 close = Close(1002, "malformed close frame")
             self.add("close", sender, code=close.code, detail=close.reason)
 
-    def message(self, sender: str, text: str) -> None:
+    def message(self, sender: Side, text: str) -> None:
         """Record a whole text message that crossed no WebSocket (a hub's words with Redis)."""
         data = text.encode()
         self._message(sender, "text", len(data), data[:HEAD])
 
-    def _message(self, sender: str, kind: str, size: int, head: bytes) -> None:
-        if sender == self._us:
+    def _message(self, sender: Side, kind: str, size: int, head: bytes) -> None:
+        if sender == self.us:
             index = self.sent
             self.sent += 1
         else:
@@ -389,7 +322,7 @@ _TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enu
 _clock = time.monotonic_ns
 
 
-class Recording:
+class Recording(Connection):
     """Mixed into a websockets connection: what it records, and the events only it sees.
 
     The connection calls :meth:`start_recording` when it knows its names,
@@ -401,10 +334,12 @@ class Recording:
     recorder: Recorder | None = None
 
     @property
-    def flow(self) -> Flow | None:
+    def flow(self) -> EventLog | None:
         return None if self.recorder is None else self.recorder.flow
 
-    def start_recording(self, flow: Flow, connection: int, server: str, client: str, at: str):
+    def start_recording(
+        self, flow: EventLog, connection: int, server: str, client: str, at: Side
+    ) -> None:
         self.recorder = flow.end(connection, server, client, at)
 
     def record_open(self, path: str) -> None:
@@ -416,15 +351,16 @@ class Recording:
 
     def record_error(self, exc: BaseException) -> None:
         if self.recorder is not None:
-            self.recorder.add("error", self.recorder._us, detail=f"{type(exc).__name__}: {exc}")
+            self.recorder.add("error", self.recorder.us, detail=f"{type(exc).__name__}: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         recorder = self.recorder
         if recorder is not None and recorder.installed:
             protocol = self.protocol
-            if protocol.close_rcvd_then_sent is None:
+            by_peer = closed_first_by_peer(protocol)
+            if by_peer is None:
                 first = None  # no closing handshake: the connection was lost
             else:
-                first = recorder._them if protocol.close_rcvd_then_sent else recorder._us
+                first = recorder.them if by_peer else recorder.us
             recorder.add("end", first, code=protocol.close_code, detail=protocol.close_reason or "")

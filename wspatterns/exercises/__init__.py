@@ -1,0 +1,44 @@
+"""Exercises: a checker runs your answer against scripted clients and says what is right and wrong.
+
+Each pattern lesson ends with an exercise: you write a function that builds a
+handler from the business logic it is given, the way the reference patterns
+do, for example ``bye_consumer(consume)``. The checker passes in its own
+``consume`` or ``produce``, serves your handler, drives it with clients, watches
+what it does, and returns a :class:`Report`: one line per thing it checked, in
+plain words, each ✔ (passed), ✘ (failed) or – (not reached: what it depends on
+never happened). Every wait is bounded, so a checker ends even when a handler hangs.
+
+    await check_consumer(bye_consumer)
+
+One module per exercise: :mod:`~wspatterns.exercises.consumer` (lesson 01),
+:mod:`~wspatterns.exercises.producer` (02),
+:mod:`~wspatterns.exercises.consumer_and_producer` (03),
+:mod:`~wspatterns.exercises.queue_workers` (03b), :mod:`~wspatterns.exercises.chat_room`
+(04) and :mod:`~wspatterns.exercises.resuming_client` (05: the exercise on Redis Streams
+is a client, ``follow(url, channel, received)``, run against a server that closes its
+connection and restarts). What they share is in :mod:`~wspatterns.exercises.harness`,
+:mod:`~wspatterns.exercises.scripted` and :mod:`~wspatterns.exercises.report`.
+"""
+
+from __future__ import annotations
+
+from .chat_room import check_chat_room
+from .consumer import check_consumer
+from .consumer_and_producer import check_consumer_and_producer
+from .producer import check_producer
+from .queue_workers import check_workers
+from .report import Mark, Report
+
+# Last: it needs Redis and the pub/sub room, which the other exercises do not.
+from .resuming_client import check_resuming_client
+
+__all__ = [
+    "Mark",
+    "Report",
+    "check_chat_room",
+    "check_consumer",
+    "check_consumer_and_producer",
+    "check_producer",
+    "check_resuming_client",
+    "check_workers",
+]

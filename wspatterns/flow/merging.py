@@ -1,0 +1,85 @@
+"""Flows recorded in several processes, put back together as one.
+
+Worker processes record what their servers see; the notebook records what
+its clients see. :func:`merge_into` joins them: both ends of one connection
+become one connection again, and everything is put in the order it happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from .recorder import CAP, EventLog, Record
+
+
+def exported(*parts: EventLog | dict[str, Any]) -> list[dict[str, Any]]:
+    """Each part as :meth:`EventLog.export` makes it (parts already exported stay as they are)."""
+    return [part if isinstance(part, dict) else part.export() for part in parts]
+
+
+def merged_cap(parts: list[dict[str, Any]]) -> int:
+    """Room for every event of every part, and never less than a flow's usual cap."""
+    return max(CAP, sum(len(part["events"]) for part in parts))
+
+
+def merge_into(merged: EventLog, parts: list[dict[str, Any]]) -> None:
+    """Fill ``merged`` (new, empty, with the first part's token) with the events of ``parts``.
+
+    ``parts`` are exported flows (:func:`exported`). The first keeps its
+    connection numbers; the others' connections are numbered after it, except
+    those both ends of which were recorded (a client here, its server in a
+    worker given this flow's token): they become one connection again, named
+    after the server that served it. Times are ``time.monotonic_ns()``, which
+    processes of one machine share.
+    """
+    token = parts[0]["token"]
+
+    def kept(part: int, connection: int) -> bool:
+        """The first flow's number: its own connections, and the server ends of its clients'."""
+        return part == 0 or (parts[part]["token"] == token and connection > 0)
+
+    taken = {
+        connection
+        for index, part in enumerate(parts)
+        for connection in _connections_in(part)
+        if kept(index, connection)
+    }
+    fresh = (number for number in itertools.count(1) if number not in taken)
+    renumbered: dict[tuple[int, int], int] = {}
+
+    def number(part: int, connection: int) -> int:
+        if kept(part, connection):
+            return connection
+        if (part, connection) not in renumbered:
+            renumbered[part, connection] = next(fresh)
+        return renumbered[part, connection]
+
+    served_by = {
+        number(index, end[0]): end[1]
+        for index, part in enumerate(parts)
+        for end in part["ends"]
+        if end[3] == "server"
+    }
+    records: list[Record] = []
+    for index, part in enumerate(parts):
+        for connection, server, client, at, sent, received, others in part["ends"]:
+            connection = number(index, connection)
+            end = merged.end(connection, served_by.get(connection, server), client, at)
+            end.sent, end.received, end.others, end.installed = sent, received, others, True
+        for event in part["events"]:
+            _, time_ns, kind, connection, server, client, at, sender, type_ = event[:9]
+            size, head, count, code, detail = event[9:]
+            connection = number(index, connection)
+            who = (connection, served_by.get(connection, server), client, at)
+            meta = (kind, who, sender, type_)
+            if kind == "message":
+                records.append((time_ns, meta, size, head.encode("latin-1"), count))
+            else:
+                records.append((time_ns, meta, code, detail))
+    records.sort(key=lambda record: record[0])  # stable: one end's order is kept on ties
+    merged.load(records, max(taken | set(renumbered.values()), default=0) + 1)
+
+
+def _connections_in(part: dict[str, Any]) -> set[int]:
+    return {end[0] for end in part["ends"]} | {event[3] for event in part["events"]}

@@ -1,0 +1,285 @@
+"""Sequence diagrams: who sent what to whom, in order.
+
+Drawn as Mermaid where JupyterLab renders it, as SVG in exported pages, and as
+text everywhere else. Long flows show their first and last rows and count the
+rest; clients beyond the first few share one lane.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .labels import LANES, OTHERS, label, printable, server_lanes
+from .recorder import Event, EventLog, Kind, Side
+
+#: Rows a sequence diagram shows before it summarises the middle.
+LIMIT = 30
+
+#: What a step says: ``Step[str | Event]`` while it may hold an Event, ``Step[str]`` once drawn.
+Text = TypeVar("Text", bound=str | Event, covariant=True)
+
+
+@dataclass(frozen=True)
+class Step(Generic[Text]):
+    """One row of a sequence diagram: an arrow between two lanes, or a note over some."""
+
+    lanes: tuple[str, ...]  # (from, to) for an arrow; the lanes covered for a note
+    text: Text  # an Event until it is sure to be drawn: labels cost time
+    arrow: bool = True
+    dashed: bool = False
+
+
+class SequenceDiagram:
+    """A sequence diagram in three forms: ``mermaid``, ``svg`` and ``text``.
+
+    In a notebook, JupyterLab draws the Mermaid; an HTML export or a static
+    viewer shows the SVG; a terminal prints the text.
+    """
+
+    def __init__(self, lanes: list[str], steps: list[Step[str]]) -> None:
+        self.lanes = lanes
+        self.steps = steps
+        self.mermaid = _mermaid(lanes, steps)
+        self.svg = _svg(lanes, steps)
+        self.text = _text(steps)
+
+    def _repr_mimebundle_(
+        self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> dict[str, str]:
+        return {
+            "text/vnd.mermaid": self.mermaid,
+            "image/svg+xml": self.svg,
+            "text/plain": self.text,
+        }
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def sequence(
+    flow: EventLog,
+    *,
+    limit: int = LIMIT,
+    lanes: int = LANES,
+    width: int = 20,
+    order: Iterable[str] = (),
+) -> SequenceDiagram:
+    """Draw ``flow`` as a sequence diagram, one arrow per message.
+
+    Lanes go clients first, then servers, each in the order they appear;
+    ``order`` names lanes to put first, left to right, such as
+    ``["alice", "worker-1", "redis", "worker-2", "bob"]``.
+
+    Each arrow shows the first ``width`` characters of its message (at most
+    the 48 bytes a flow keeps). A message recorded at both ends is drawn once.
+    Past ``limit`` rows, the first and last halves are drawn and the middle is
+    counted. Past ``lanes`` clients, the rest share a lane and their arrows say
+    who they are.
+    """
+    if limit < 2:
+        raise ValueError(f"limit must be at least 2 rows; got {limit}.")
+    if width < 1:
+        raise ValueError(f"width must be at least 1 character; got {width}.")
+    events = flow.events
+    server_lane = server_lanes(events)
+    found = list(_steps(events, server_lane))
+    notes = []
+    if flow.dropped:
+        notes.append(f"… {flow.dropped:,} earlier events dropped (this flow keeps {flow.cap:,}) …")
+    if len(found) > limit:
+        hidden = found[limit // 2 : len(found) - limit // 2]
+        messages = sum(1 for step in hidden if step.arrow and not step.dashed)
+        others = len(hidden) - messages
+        text = f"… {messages:,} more {_plural(messages, 'message')}"
+        if others:
+            text += f", {others:,} other {_plural(others, 'step')}"
+        found = [*found[: limit // 2], Step((), text + " …", arrow=False), *found[-(limit // 2) :]]
+    steps = [_labelled(step, width) for step in found]
+    steps, names = _share_lanes(steps, lanes, set(server_lane.values()))
+    first = list(order)
+    unknown = [name for name in first if name not in names]
+    if unknown:
+        raise ValueError(f"order names no lane {unknown[0]!r}; the lanes are: {', '.join(names)}")
+    names = [*first, *(name for name in names if name not in first)]
+    steps = [Step((), note, arrow=False) for note in notes] + steps
+    if not names:
+        names = ["flow"]
+        steps = [Step(("flow",), "nothing recorded yet", arrow=False)]
+    everyone = (names[0], names[-1])
+    steps = [step if step.lanes else Step(everyone, step.text, arrow=False) for step in steps]
+    return SequenceDiagram(names, steps)
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+def _labelled(step: Step[str | Event], width: int) -> Step[str]:
+    if isinstance(step.text, Event):
+        return Step(step.lanes, label(step.text, width), step.arrow, step.dashed)
+    return Step(step.lanes, step.text, step.arrow, step.dashed)
+
+
+def _steps(events: list[Event], server_lane: dict[str, str]) -> Iterable[Step[str | Event]]:
+    seen: set[tuple[int, Kind, Side | None, int]] = set()
+    closed: set[int] = set()  # connections whose close frames are drawn
+    for event in events:
+        server = server_lane[event.server]
+        key = (event.connection, event.kind, event.sender, event.index)
+        if key in seen:
+            continue  # the other end's record of a message already drawn
+        seen.add(key)
+        if event.kind in ("message", "close"):
+            ends = (event.client, server) if event.sender == "client" else (server, event.client)
+            if event.kind == "close":
+                closed.add(event.connection)
+            yield Step(ends, event, dashed=event.kind == "close")  # labelled only if drawn
+        elif event.kind == "open":
+            yield Step((event.client, server), f"{event.client} connects to {event.detail}", False)
+        elif event.kind == "end" and event.connection not in closed:
+            code = event.code or 1006
+            yield Step(
+                (event.client, server), f"connection lost ({code}, no closing handshake)", False
+            )
+        elif event.kind == "error":
+            yield Step((server,), f"⚠ handler raised {printable(event.detail, 60)}", False)
+
+
+def _share_lanes(
+    steps: list[Step[str]], most: int, servers: set[str]
+) -> tuple[list[Step[str]], list[str]]:
+    """Keep ``most`` client lanes; send the others' steps to one shared lane."""
+    clients = list(
+        dict.fromkeys(lane for step in steps for lane in step.lanes if lane not in servers)
+    )
+    kept = set(clients[: most - 1] if len(clients) > most else clients)
+    shared = []
+    for step in steps:
+        outsiders = [lane for lane in step.lanes if lane not in kept and lane not in servers]
+        if outsiders:
+            lanes = tuple(OTHERS if lane in outsiders else lane for lane in step.lanes)
+            text = f"{outsiders[0]}: {step.text}" if step.arrow else step.text
+            step = Step(lanes, text, step.arrow, step.dashed)
+        shared.append(step)
+    order = [lane for lane in clients if lane in kept]
+    if len(kept) < len(clients):
+        order.append(OTHERS)
+    used = dict.fromkeys(lane for step in shared for lane in step.lanes)
+    order += [lane for lane in used if lane in servers]
+    return shared, order
+
+
+def _mermaid(lanes: list[str], steps: list[Step[str]]) -> str:
+    ids = {lane: f"p{number}" for number, lane in enumerate(lanes)}
+    lines = ["sequenceDiagram"]
+    lines += [f"    participant {ids[lane]} as {_mermaid_text(lane)}" for lane in lanes]
+    for step in steps:
+        if step.arrow:
+            source, target = (ids[lane] for lane in step.lanes)
+            arrow = "-->>" if step.dashed else "->>"
+            lines.append(f"    {source}{arrow}{target}: {_mermaid_text(step.text)}")
+        else:
+            over = ",".join(dict.fromkeys(ids[lane] for lane in step.lanes))
+            lines.append(f"    Note over {over}: {_mermaid_text(step.text)}")
+    return "\n".join(lines) + "\n"
+
+
+_MERMAID_ENTITIES = {"#": "#35;", ";": "#59;", "<": "#lt;", ">": "#gt;"}
+
+
+def _mermaid_text(text: str) -> str:
+    """Mermaid reads ``;``, ``#`` and angle brackets as syntax: spell them as entities."""
+    return "".join(_MERMAID_ENTITIES.get(char, char) for char in text)
+
+
+# SVG layout, in pixels; a character of the 12 px font is taken as 7 px wide.
+_LANE, _WIDEST_LANE, _TOP, _ROW, _MARGIN, _CHAR = 170, 420, 56, 30, 20, 7
+
+
+def _lane_width(lanes: list[str], steps: list[Step[str]]) -> int:
+    """Lanes wide enough for every label (up to a limit), so few labels are cut short."""
+    index = {lane: number for number, lane in enumerate(lanes)}
+    need = _LANE
+    for step in steps:
+        spots = sorted(index[lane] for lane in step.lanes)
+        if not spots:
+            continue
+        span = spots[-1] - spots[0] + (0 if step.arrow else 1)
+        padding = 20 if step.arrow else 36  # a note's box is 16 px narrower than its lanes
+        need = max(need, -(-(len(step.text) * _CHAR + padding) // max(span, 1)))
+    return min(need, _WIDEST_LANE)
+
+
+def _svg(lanes: list[str], steps: list[Step[str]]) -> str:
+    lane_width = _lane_width(lanes, steps)
+    x = {lane: _MARGIN + lane_width // 2 + number * lane_width for number, lane in enumerate(lanes)}
+    width = 2 * _MARGIN + lane_width * len(lanes)
+    bottom = _TOP + _ROW * len(steps) + 10
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{bottom + 10}" '
+        f'viewBox="0 0 {width} {bottom + 10}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{bottom + 10}" fill="white"/>',
+    ]
+    for lane, middle in x.items():
+        out.append(
+            f'<line x1="{middle}" y1="{_TOP - 14}" x2="{middle}" y2="{bottom}" '
+            'stroke="#999" stroke-dasharray="4 3"/>'
+        )
+        out.append(
+            f'<rect x="{middle - 75}" y="8" width="150" height="28" rx="4" '
+            'fill="#eaeaf7" stroke="#669"/>'
+        )
+        out.append(
+            f'<text x="{middle}" y="27" text-anchor="middle" font-weight="bold">'
+            f"{_svg_text(printable(lane, 20))}</text>"
+        )
+    for row, step in enumerate(steps):
+        y = _TOP + _ROW * row + _ROW // 2
+        if step.arrow:
+            x1, x2 = (x[lane] for lane in step.lanes)
+            direction = 1 if x2 > x1 else -1
+            dash = ' stroke-dasharray="5 3"' if step.dashed else ""
+            room = max((abs(x2 - x1) - 20) // _CHAR, 12)
+            out.append(
+                f'<line x1="{x1}" y1="{y}" x2="{x2 - 8 * direction}" y2="{y}" stroke="#333"{dash}/>'
+            )
+            back = x2 - 9 * direction
+            out.append(f'<polygon points="{x2},{y} {back},{y - 4} {back},{y + 4}" fill="#333"/>')
+            out.append(
+                f'<text x="{(x1 + x2) // 2}" y="{y - 5}" text-anchor="middle">'
+                f"{_svg_text(printable(step.text, room))}</text>"
+            )
+        else:
+            left = min(x[lane] for lane in step.lanes) - lane_width // 2 + 8
+            right = max(x[lane] for lane in step.lanes) + lane_width // 2 - 8
+            out.append(
+                f'<rect x="{left}" y="{y - 11}" width="{right - left}" height="22" '
+                'fill="#fff8c4" stroke="#cc9"/>'
+            )
+            room = max((right - left - 20) // _CHAR, 12)
+            out.append(
+                f'<text x="{(left + right) // 2}" y="{y + 4}" text-anchor="middle">'
+                f"{_svg_text(printable(step.text, room))}</text>"
+            )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _svg_text(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _text(steps: list[Step[str]]) -> str:
+    lines = []
+    for step in steps:
+        if step.arrow:
+            arrow = "⇢" if step.dashed else "→"
+            lines.append(f"{step.lanes[0]} {arrow} {step.lanes[1]}: {step.text}")
+        else:
+            lines.append(f"[{step.text}]")
+    return "\n".join(lines)
+
+

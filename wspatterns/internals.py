@@ -1,0 +1,100 @@
+"""Every place the kit leans on something websockets does not document, and why.
+
+Checked against websockets 17.4 (the pin in pyproject.toml is ``<18`` for
+these alone). Each function names the attribute it touches; if a new
+websockets moves one, this is the only file to change, and the kit's tests
+(tests/test_runtime.py, tests/test_flow.py) are what notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from websockets.asyncio.server import Server as WebSocketsServer
+from websockets.asyncio.server import ServerConnection
+from websockets.client import ClientProtocol
+from websockets.extensions import Extension
+from websockets.http11 import Response
+from websockets.protocol import Protocol
+from websockets.server import ServerProtocol
+
+CHECKED_WITH = "17.4"
+
+
+def after_server_handshake(protocol: ServerProtocol, then: Callable[[Response], None]) -> None:
+    """Call ``then(response)`` right after the server protocol queues its handshake response.
+
+    Why: a recorder must be in place before the first frame is parsed, and the
+    request (with the client's name) is known only then. ``ServerProtocol.send_response``
+    is replaced on this one instance, and the wrapper removes itself.
+    """
+    send_response = protocol.send_response
+
+    def send_and_then(response: Response) -> None:
+        del protocol.send_response
+        send_response(response)
+        then(response)
+
+    protocol.send_response = send_and_then  # type: ignore[method-assign]  # this instance only
+
+
+def after_client_handshake(protocol: ClientProtocol, then: Callable[[], None]) -> None:
+    """Call ``then()`` right after the client protocol accepted the handshake response.
+
+    Why: frames may follow the response in the same packet, and
+    ``ClientProtocol.parse`` goes straight on to them; ``process_response`` is the
+    last step before, replaced on this one instance. It raises (and ``then`` is not
+    called) if the server refused the handshake.
+    """
+    process_response = protocol.process_response
+
+    def process_and_then(response: Response) -> None:
+        del protocol.process_response
+        process_response(response)
+        then()
+
+    protocol.process_response = process_and_then  # type: ignore[method-assign]  # this instance only
+
+
+def put_extension_first(protocol: Protocol, extension: Extension) -> None:
+    """Make ``extension`` see every frame first: before compression out, after it in.
+
+    Why: ``Protocol.extensions`` is an attribute websockets sets during the handshake and
+    reads for every frame; it has no public way to add one that was not negotiated.
+    """
+    protocol.extensions = [extension, *protocol.extensions]
+
+
+def closed_first_by_peer(protocol: Protocol) -> bool | None:
+    """True if the peer sent its close frame first, False if we did, None if nobody did.
+
+    Why: ``Protocol.close_rcvd_then_sent`` is the only record of that order.
+    """
+    return protocol.close_rcvd_then_sent
+
+
+def handler_tasks(server: WebSocketsServer) -> set[asyncio.Task[None]]:
+    """The tasks running the handlers of ``server`` (``Server.handler_tasks``)."""
+    return set(server.handler_tasks)
+
+
+def served_connections(server: WebSocketsServer) -> set[ServerConnection]:
+    """Every connection whose handler has not returned yet, open or not (``all_connections``).
+
+    Why: ``Server.connections`` lists only open ones; waiting for a handler to finish
+    after its client left needs the others too.
+    """
+    return set(server.all_connections)
+
+
+def stop_listening_now(server: WebSocketsServer) -> None:
+    """Close the listening socket and drop every connection, without awaiting anything.
+
+    For when the server's loop cannot run any more (the end of the interpreter).
+    """
+    server.server.close()
+    for connection in served_connections(server):
+        connection.transport.abort()
+    for task in handler_tasks(server):
+        task.cancel()

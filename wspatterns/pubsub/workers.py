@@ -68,13 +68,16 @@ class Worker(ChildProcess):
         return await self.read_json(timeout, f"answer to {command!r}")
 
     def heard(self, line: str) -> None:
-        # The kit in the worker writes its reports on stderr: "wspatterns: ..." and
-        # the lines that explain it, up to the next report. Shown here, they name the worker.
-        if line.startswith("wspatterns: "):
-            summary = f"[{self.name}] {line.removeprefix('wspatterns: ')}"
-            self.reports.append(ErrorReport(self.name, None, None, summary))
-            reports.show(self.reports[-1])
-        elif self.reports:
+        # The kit in the worker writes its reports on stderr: "wspatterns: ..." (or
+        # "wspatterns news: ..." for what is not an error) and the lines that explain it,
+        # up to the next report. Shown here, they name the worker.
+        for start, news in ((reports.ERROR, False), (reports.NEWS, True)):
+            if line.startswith(start):
+                summary = f"[{self.name}] {line.removeprefix(start)}"
+                self.reports.append(ErrorReport(self.name, None, None, summary, news=news))
+                reports.show(self.reports[-1])
+                return
+        if self.reports:
             report = self.reports[-1]
             report.hint = f"{report.hint}\n{line}" if report.hint else line
 

@@ -90,7 +90,7 @@ class Client(Recording, ClientConnection):
             self._hint = self.loop.call_later(limit - waited, self._check_wait)
         elif reports.waits_in_cell(self._waiting_task):
             reports.note(
-                f"{self.name} has waited {waited:.2g} s in recv() for a message from "
+                f"{self.name} has waited {limit:g} s in recv() for a message from "
                 f"{self.server_name}, and goes on waiting. If that is not what you expect, "
                 "interrupt the kernel (Kernel > Interrupt, or press I twice)."
             )

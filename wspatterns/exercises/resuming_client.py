@@ -30,7 +30,8 @@ Follow = Callable[[str, str, list[Any]], Coroutine[Any, Any, None]]
 FEED = "numbers"  # the channel check_resuming_client publishes on
 PACE = 0.02  # seconds between two of its messages
 # How long a client may take to come back after a restart: websockets' own
-# `async for websocket in connect(url)` waits up to 5 s after a refused connection.
+# `async for websocket in connect(url)`, left to its default delays, waits up to 5 s
+# after a refused connection (a random part of WEBSOCKETS_BACKOFF_INITIAL_DELAY).
 BACK = GRACE * 6
 
 
@@ -276,11 +277,15 @@ def _numbers(numbers: list[int], most: int = 6) -> str:
 
 def _hint(error: BaseException) -> str:
     if isinstance(error, ConnectionClosed):
-        return ". Catch websockets.exceptions.ConnectionClosed, and connect again."
+        return (
+            ". Catch websockets.exceptions.ConnectionClosed, and connect again: inside "
+            "`async for websocket in websockets.connect(url)`, catch it and `continue`."
+        )
     if isinstance(error, OSError):
         return (
             ". The server was restarting: catch OSError (ConnectionRefusedError is one), "
-            "wait a moment, and connect again."
+            "wait a moment, and connect again; `async for websocket in "
+            "websockets.connect(url)` does that for you."
         )
     return "."
 

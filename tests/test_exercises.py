@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import websockets
 from websockets.asyncio.server import broadcast
 from websockets.exceptions import ConnectionClosed
 
@@ -227,12 +228,47 @@ async def test_check_consumer_and_producer_passes_the_solution():
     assert report, report
 
 
+def with_a_task_group(consume, produce):  # the lesson's last handler: right too
+    consumer_handler, producer_handler = _halves(consume, produce)
+
+    async def handler(websocket):
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(consumer_handler(websocket)),
+                group.create_task(producer_handler(websocket)),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+
+    return handler
+
+
+def swallows_the_group(consume, produce):  # a TaskGroup, and the error caught and dropped
+    right = with_a_task_group(consume, produce)
+
+    async def handler(websocket):
+        try:
+            await right(websocket)
+        except* ValueError:
+            pass
+
+    return handler
+
+
+async def test_check_consumer_and_producer_takes_the_error_inside_an_exception_group():
+    report = await exercises.check_consumer_and_producer(with_a_task_group)
+    assert report, report
+    assert "it raised ValueError, inside an ExceptionGroup" in repr(report)
+
+
 @pytest.mark.parametrize(
     "wrong, phrases",
     [
         (with_gather, ["still running 1 s after the client left", "task(s) your handler"]),
         (loses_errors, ["the error was lost"]),
         (one_after_the_other, ["run the consumer and the producer as two tasks"]),
+        (swallows_the_group, ["the error was lost"]),
     ],
 )
 async def test_check_consumer_and_producer_says_what_is_wrong(wrong, phrases):
@@ -299,6 +335,93 @@ async def test_check_workers_passes_the_solution():
     assert report, report
 
 
+def cleans_up_after_the_loop(consume, count):  # right when the client closes, not on a drop
+    async def handler(websocket):
+        queue = asyncio.Queue()
+
+        async def worker():
+            while True:
+                message = await queue.get()
+                try:
+                    await consume(message)
+                finally:
+                    queue.task_done()
+
+        async with asyncio.TaskGroup() as group:
+            team = [group.create_task(worker()) for _ in range(count)]
+            async for message in websocket:
+                queue.put_nowait(message)
+            while not queue.empty():
+                queue.get_nowait()
+                queue.task_done()
+            await queue.join()
+            for task in team:
+                task.cancel()
+
+    return handler
+
+
+def drains_a_bounded_queue(consume, count):  # drops its queue, not what websockets holds
+    async def handler(websocket):
+        queue = asyncio.Queue(count)
+
+        async def worker():
+            while True:
+                message = await queue.get()
+                try:
+                    await consume(message)
+                finally:
+                    queue.task_done()
+
+        async with asyncio.TaskGroup() as group:
+            team = [group.create_task(worker()) for _ in range(count)]
+            try:
+                async for message in websocket:
+                    await queue.put(message)
+            finally:
+                while not queue.empty():
+                    queue.get_nowait()
+                    queue.task_done()
+                await queue.join()
+                for task in team:
+                    task.cancel()
+
+    return handler
+
+
+async def test_check_workers_passes_an_unbounded_queue_emptied_in_finally():
+    report = await exercises.check_workers(drops_the_queue_in_finally)
+    assert report, report
+
+
+def drops_the_queue_in_finally(consume, count):  # the lesson's first solution: right too
+    async def handler(websocket):
+        queue = asyncio.Queue()
+
+        async def worker():
+            while True:
+                message = await queue.get()
+                try:
+                    await consume(message)
+                finally:
+                    queue.task_done()
+
+        async with asyncio.TaskGroup() as group:
+            team = [group.create_task(worker()) for _ in range(count)]
+            try:
+                async for message in websocket:
+                    queue.put_nowait(message)
+            finally:
+                while not queue.empty():
+                    queue.get_nowait()
+                    queue.task_done()
+                await queue.join()
+                for task in team:
+                    task.cancel()
+
+    return handler
+
+
 @pytest.mark.parametrize(
     "wrong, phrases",
     [
@@ -306,6 +429,8 @@ async def test_check_workers_passes_the_solution():
         (cancels_at_once, ["3 message(s) were cut off"]),
         (one_worker, ["At most 1 consume() call(s) ran at once"]),
         (leaves_workers, ["3 task(s) your handler started still ran after the client left"]),
+        (cleans_up_after_the_loop, ["3 message(s) were cut off", "when the connection dropped"]),
+        (drains_a_bounded_queue, ["queued message(s) were still consumed", "websockets' buffer"]),
     ],
 )
 async def test_check_workers_says_what_is_wrong(wrong, phrases):
@@ -504,6 +629,15 @@ async def never_reconnects(url, channel, received):
             return
 
 
+async def lets_the_loop_end(url, channel, received):  # the lesson's start: nothing caught
+    async for websocket in websockets.connect(url, proxy=None):
+        await subscribe_to(websocket, channel)
+        async for frame in websocket:
+            delivery = json.loads(frame)
+            if "message" in delivery:
+                received.append(delivery["message"])
+
+
 def reconnecting(resume_from="last", catching=(ConnectionClosed, OSError)):
     """A follow() that reconnects: ``resume_from`` picks its since; it outlives ``catching``."""
 
@@ -560,6 +694,7 @@ async def test_check_resuming_client_passes_the_solution():
             [
                 "follow() raised ConnectionRefusedError",
                 "wait a moment, and connect again",
+                "websockets.connect(url)` does that for you",
                 "did not come back after the server restarted",
             ],  # fmt: skip
             id="gives-up-when-refused",
@@ -572,6 +707,15 @@ async def test_check_resuming_client_passes_the_solution():
                 "stopped after the first disconnection",
             ],  # fmt: skip
             id="lets-connection-closed-out",
+        ),
+        pytest.param(
+            lets_the_loop_end,
+            [
+                "follow() raised ConnectionClosedError",
+                "catch it and `continue`",
+                "stopped after the first disconnection",
+            ],  # fmt: skip
+            id="async-for-without-catching",
         ),
         pytest.param(not_async, ["Pass your `async def follow"], id="not-async"),
     ],

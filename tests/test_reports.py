@@ -7,7 +7,7 @@ from websockets.frames import Close
 
 from wspatterns import reports
 
-from .utils import execute
+from .utils import MS, execute
 
 
 def raise_in_your_code():
@@ -127,9 +127,9 @@ def test_error_while_the_kernel_is_idle_shows_under_the_next_cell(kernel, tmp_pa
         threading.Thread(target=visit).start()
         """,
     )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 10_000 * MS
     while not done.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(10 * MS)  # a bounded poll: the kernel serves the client meanwhile
     assert done.exists()
     shown = execute(kernel, "print(len(server.errors))")
     assert shown["stdout"] == "1\n"
@@ -147,8 +147,7 @@ async def test_a_send_to_another_clients_closed_connection_is_blamed_on_that_con
             for other in others:  # never forgets a departed one
                 await other.send(message)
 
-    server = await serve(relay)
-    server._quiet = True
+    server = await serve(relay, quiet=True)
     async with connect(server, name="carol"):
         pass
     async with connect(server, name="alice") as alice:
@@ -172,3 +171,18 @@ def test_news_shows_on_stdout_and_errors_on_stderr_under_the_cell(kernel):
         "stdout": "wspatterns news: Redis is back\n",
         "stderr": "wspatterns: Redis is gone\n",
     }
+
+
+@pytest.mark.parametrize(
+    "still_open, ending",
+    [
+        (True, "websockets closed that connection with code 1011."),
+        (None, "websockets closed that connection with code 1011."),
+        (False, "its connection had already closed."),
+    ],
+)
+def test_the_report_says_1011_only_when_there_was_a_connection_to_close(still_open, ending):
+    plain = reports.handler_failed("s", "h", "client-1", ValueError("x"), still_open=still_open)
+    group = ExceptionGroup("workers", [ValueError("x")])
+    grouped = reports.handler_failed("s", "h", "client-1", group, still_open=still_open)
+    assert plain.summary.endswith(ending) and grouped.summary.endswith(ending)

@@ -80,16 +80,20 @@ def consumer_and_producer(consume: Consume, produce: Produce) -> Handler:
     return handler
 
 
-def multiple_consumers(consume: Consume, count: int = 4) -> Handler:
+def multiple_consumers(consume: Consume, count: int = 4, maxsize: int | None = None) -> Handler:
     """A handler that queues messages for ``count`` workers running ``consume`` side by side.
 
-    When the client leaves, the workers finish what is queued, then stop.
+    At most ``maxsize`` messages wait for a worker (``count`` unless told; 0: no bound), so
+    when the workers fall behind the handler stops reading and the client's ``send()`` waits.
+    When the client leaves, even if its connection drops, the workers finish what is queued,
+    then stop; if a worker fails, or the handler is cancelled, they all stop at once.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1 worker; got {count}.")
+    bound = count if maxsize is None else maxsize
 
     async def workers_handler(websocket: ServerConnection) -> None:
-        queue: asyncio.Queue[Data] = asyncio.Queue()
+        queue: asyncio.Queue[Data] = asyncio.Queue(bound)
 
         async def worker() -> None:
             while True:
@@ -103,9 +107,15 @@ def multiple_consumers(consume: Consume, count: int = 4) -> Handler:
             team = [group.create_task(worker()) for _ in range(count)]
             try:
                 async for message in websocket:
-                    queue.put_nowait(message)
-                await queue.join()  # the client left: finish what it sent
+                    await queue.put(message)
             finally:
+                # However the loop ended (a close, or a drop that made it raise), finish what
+                # the client sent; unless this task is being cancelled (a worker failed, the
+                # server is shutting down): no worker would take what is queued, and join()
+                # would wait for ever.
+                this = asyncio.current_task()
+                if this is not None and not this.cancelling():
+                    await queue.join()
                 for task in team:
                     task.cancel()
 

@@ -63,13 +63,25 @@ class ErrorReport:
 
 
 def handler_failed(
-    server: str, handler: str, connection: str, exc: BaseException, *, still_open: bool = False
+    server: str,
+    handler: str,
+    connection: str,
+    exc: BaseException,
+    *,
+    still_open: bool | None = None,
 ) -> ErrorReport:
     """Describe an exception that escaped ``handler`` while it served ``connection``.
 
-    ``still_open`` says that ``connection`` itself was still open: a ConnectionClosed
-    then came from another connection the handler was sending to.
+    ``still_open`` says whether ``connection`` itself was still open (None: not known).
+    Open, a ConnectionClosed came from another connection the handler was sending to;
+    closed, websockets had no connection left to close with 1011.
     """
+    # websockets closes with 1011 after a handler fails, unless the connection is gone already.
+    ending = (
+        "its connection had already closed"
+        if still_open is False
+        else "websockets closed that connection with code 1011"
+    )
     if isinstance(exc, ConnectionClosed) and still_open:
         summary = (
             f"handler {handler!r} of server {server!r} ended with {type(exc).__name__} "
@@ -95,14 +107,14 @@ def handler_failed(
         summary = (
             f"handler {handler!r} of server {server!r} raised {type(inner[0]).__name__}{more} "
             f"for {connection}, inside an {type(exc).__name__} (the tasks of a TaskGroup "
-            "fail together); websockets closed that connection with code 1011."
+            f"fail together); {ending}."
         )
         frames = _your_frames(exc) + [f for e in inner for f in _your_frames(e)]
         return ErrorReport(server, connection, exc, summary, "", frames)
     else:
         summary = (
             f"handler {handler!r} of server {server!r} raised {type(exc).__name__} "
-            f"for {connection}; websockets closed that connection with code 1011."
+            f"for {connection}; {ending}."
         )
         hint = ""
     return ErrorReport(server, connection, exc, summary, hint, _your_frames(exc))

@@ -23,6 +23,7 @@ def consumer_and_producer(consume, produce):
         )
         for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # until they have stopped
         for task in done:
             task.result()  # raises what the task raised, so the error is not lost
 

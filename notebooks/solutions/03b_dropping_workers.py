@@ -1,29 +1,32 @@
 import asyncio
 
+from websockets.protocol import State
+
 
 def dropping_workers(consume, count):
     async def handler(websocket):
-        queue = asyncio.Queue()
+        queue = asyncio.Queue(count)
 
         async def worker():
             while True:
                 message = await queue.get()
                 try:
-                    await consume(message)
+                    if websocket.state is State.OPEN:  # else the client is gone: drop it
+                        await consume(message)
                 finally:
                     queue.task_done()
 
         async with asyncio.TaskGroup() as group:
-            workers = [group.create_task(worker()) for _ in range(count)]
+            team = [group.create_task(worker()) for _ in range(count)]
             try:
                 async for message in websocket:
-                    queue.put_nowait(message)
+                    await queue.put(message)
             finally:
-                while not queue.empty():  # the client left: drop what nobody has started
-                    queue.get_nowait()
-                    queue.task_done()
-                await queue.join()  # let each worker finish the message it holds
-                for task in workers:
+                # Closed or dropped: let each worker finish the message it holds (the
+                # rest goes by quickly, dropped). Unless this task is being cancelled.
+                if not asyncio.current_task().cancelling():
+                    await queue.join()
+                for task in team:
                     task.cancel()
 
     return handler

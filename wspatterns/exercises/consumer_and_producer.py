@@ -106,11 +106,15 @@ async def check_consumer_and_producer(consumer_and_producer: Callable[..., Any])
             await send_all(client, "boom")
             await in_time(GRACE * 2, client.wait_closed(timeout=None))
         ended = await watch.end()
-        raised = isinstance(watch.error, ValueError)
+        error = watch.error
+        grouped = isinstance(error, BaseExceptionGroup) and error.subgroup(ValueError) is not None
         if not consume.got:
             report.skip("Whether an error in consume() reached the server", "consume() never ran")
-        elif raised:
-            report.add(True, "An error in consume() reached the server (it raised ValueError).")
+        elif isinstance(error, ValueError) or grouped:
+            inside = ", inside an ExceptionGroup" if grouped else ""
+            report.add(
+                True, f"An error in consume() reached the server (it raised ValueError{inside})."
+            )
         elif not ended:
             report.add(False, f"consume() raised, but your handler still ran {GRACE:g} s later.")
         else:

@@ -35,8 +35,9 @@ from wspatterns.broadcast.clients_process import open_slow_client
 from wspatterns.errors import ProcessFailed
 from wspatterns.experiments import still_running
 from wspatterns.pubsub import URL_VARIABLE, redacted, start_redis_blocking
+from wspatterns.waiting import wait_for_handlers
 
-from .utils import MS
+from .utils import BOUND, MS, eventually
 
 SERVER_PROCESS = [sys.executable, "-m", "wspatterns.broadcast.server_process"]
 CLIENTS_PROCESS = [sys.executable, "-m", "wspatterns.broadcast.clients_process"]
@@ -44,20 +45,35 @@ ROLES_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "redis_ro
 REDIS_ROLES = [sys.executable, str(ROLES_SCRIPT)]
 
 
-async def until(condition, what: str) -> None:
-    """Wait until ``condition()`` is true, a bounded while."""
+async def received(client):
+    """The next message ``client`` receives, within a bound (a kit client's recv() has none)."""
+    async with asyncio.timeout(BOUND):
+        return await client.recv()
+
+
+async def measure_until(start, stop, ready, what: str):
+    """Measure in windows, ``start()``, a pause, ``await stop()``, until ``ready(report)``;
+    that report. The pause is a stimulus, time for messages to flow: on a busy machine a
+    window may catch none, and then another one follows, within a bound."""
     try:
-        async with asyncio.timeout(5_000 * MS):
-            while not condition():
-                await asyncio.sleep(5 * MS)
+        async with asyncio.timeout(10_000 * MS):
+            while True:
+                start()
+                await asyncio.sleep(100 * MS)  # the window: its length decides no result
+                if ready(report := await stop()):
+                    return report
     except TimeoutError:
         raise AssertionError(f"waited too long for {what}") from None
 
 
-async def received(client):
-    """The next message ``client`` receives, within a bound (a kit client's recv() has none)."""
-    async with asyncio.timeout(5_000 * MS):
-        return await client.recv()
+def commands(process):
+    """``start`` and ``stop`` for :func:`measure_until`, given to a child process on stdin."""
+
+    async def stop():
+        process.stdin.write(b"stop\n")
+        return json.loads(await first_line(process))
+
+    return (lambda: process.stdin.write(b"start\n")), stop
 
 
 def server_side(room, client):
@@ -70,7 +86,7 @@ async def room_with_clients(strategy: str, count: int):
     room = STRATEGIES[strategy]()
     server = await serve(room.handler, name=f"room-{strategy}")
     clients = [await connect(server) for _ in range(count)]
-    await until(lambda: len(room.clients) == count, "every client registered")
+    await eventually(lambda: len(room.clients) == count, "every client registered")
     return room, server, clients
 
 
@@ -92,7 +108,7 @@ async def test_every_strategy_goes_on_when_a_client_has_left(strategy):
     room, server, clients = await room_with_clients(strategy, 3)
     leaving, *staying = clients
     await leaving.close()
-    await until(lambda: len(room.clients) == 2, "the departed client unregistered")
+    await eventually(lambda: len(room.clients) == 2, "the departed client unregistered")
     await room.broadcast("after the departure")
     for client in staying:
         assert await received(client) == "after the departure"
@@ -103,32 +119,41 @@ async def test_every_strategy_goes_on_when_a_client_has_left(strategy):
 
 @pytest.mark.parametrize("strategy", ["default", "naive", "task", "wait"])
 async def test_a_connection_that_closed_but_is_still_registered_is_skipped(strategy):
-    room, server, clients = await room_with_clients(strategy, 3)
-    stale = server_side(room, clients[0])
-    await clients[0].close()
+    room, server, (leaving, *living) = await room_with_clients(strategy, 3)
+    stale = server_side(room, leaving)
+    await leaving.close()
     await stale.wait_closed()
-    await until(lambda: len(room.clients) == 2, "the closed client unregistered")
+    await eventually(lambda: len(room.clients) == 2, "the closed client unregistered")
     room.clients.add(stale)  # as if the broadcast came before the handler noticed
     await room.broadcast("to the living")
-    for client in clients:
-        if client.state.name == "OPEN":
-            assert await received(client) == "to the living"
+    for client in living:
+        assert await received(client) == "to the living"
+    ends = [end for end in server.flow.totals if end.who[2] == leaving.name]
+    assert sorted((end.who[3], end.sent) for end in ends) == [("client", 0), ("server", 0)]
     assert server.errors == []
 
 
 async def test_sending_to_a_client_that_left_is_not_an_error():
-    room, _, clients = await room_with_clients("naive", 1)
-    websocket = server_side(room, clients[0])
-    await clients[0].close()
-    await websocket.wait_closed()
-    await send_quietly(websocket, "nobody is listening")
+    left = asyncio.Event()
+
+    async def late(websocket):
+        await left.wait()
+        await send_quietly(websocket, "nobody is listening")  # inside a handler, as a room does
+
+    server = await serve(late)
+    async with connect(server):
+        pass
+    left.set()
+    await wait_for_handlers(server, BOUND)
+    assert server.errors == []  # plain send() would have raised ConnectionClosedOK here
+    assert [end.sent for end in server.flow.totals] == [0, 0]  # and nothing went out
 
 
 async def test_future_chain_relays_start_from_the_next_message():
     room, server, (early,) = await room_with_clients("pubsub", 1)
     await room.broadcast("before")
     late = await connect(server)
-    await until(lambda: len(room.clients) == 2, "the late client registered")
+    await eventually(lambda: len(room.clients) == 2, "the late client registered")
     await room.broadcast("after")
     assert [await received(early), await received(early)] == ["before", "after"]
     assert await received(late) == "after"
@@ -146,7 +171,7 @@ async def slow_and_fast(room):
     slow = await open_slow_client(server.url, 5_000 * MS)
     fast = await plain_connect(server.url, proxy=None)
     try:
-        await until(lambda: len(room.clients) == 2, "both clients registered")
+        await eventually(lambda: len(room.clients) == 2, "both clients registered")
         for _ in range(SLOW_MESSAGES):
             await room.broadcast(stamped_message(SLOW_SIZE))  # random: compression can't shrink it
         for _ in range(SLOW_MESSAGES):
@@ -216,8 +241,9 @@ async def test_server_and_clients_processes_report_json_and_leave_nothing_behind
         stdin=PIPE, stdout=PIPE, stderr=PIPE, start_new_session=True,
     )  # fmt: skip
     try:
-        url = (await asyncio.wait_for(server.stdout.readline(), 10_000 * MS)).decode().strip()
+        url = await first_line(server)
         assert url.startswith("ws://127.0.0.1:")
+        # With --seconds, the clients measure that long on their own, report and exit.
         clients = await asyncio.create_subprocess_exec(
             *CLIENTS_PROCESS, url, "--count", "3", "--seconds", "0.3", "--warmup", "0.1",
             stdin=PIPE, stdout=PIPE, stderr=PIPE,
@@ -226,8 +252,19 @@ async def test_server_and_clients_processes_report_json_and_leave_nothing_behind
         ready, summary = (json.loads(line) for line in stdout.decode().splitlines())
         assert clients.returncode == 0, stderr.decode()
         assert ready["connected"] == 3 and ready["failed"] == 0
-        assert summary["messages"] > 0 and summary["closed"] == 0
+        assert summary["seconds"] >= 0.3 and summary["closed"] == 0
+        # Without, between start and stop on stdin: here until every client had messages.
+        clients = await asyncio.create_subprocess_exec(
+            *CLIENTS_PROCESS, url, "--count", "3", stdin=PIPE, stdout=PIPE, stderr=PIPE
+        )
+        assert json.loads(await first_line(clients))["connected"] == 3
+        summary = await measure_until(
+            *commands(clients), lambda summary: summary["fewest"] >= 1, "every client's messages"
+        )
+        assert summary["messages"] >= 3 and summary["closed"] == 0
         assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+        clients.stdin.close()  # quit
+        assert await asyncio.wait_for(clients.wait(), 10_000 * MS) == 0
         server.send_signal(signal.SIGTERM)  # reports, then stops
         stdout, stderr = await asyncio.wait_for(server.communicate(), 10_000 * MS)
         report = json.loads(stdout)
@@ -327,15 +364,23 @@ async def test_the_benchmarks_publisher_reaches_the_clients_of_two_relays_throug
             assert secret_of(redis_server) not in command_line(process.pid)
         clients = await start(*CLIENTS_PROCESS, *urls, "--count", "4")
         assert json.loads(await first_line(clients))["connected"] == 4
-        for relay in relays:
-            relay.stdin.write(b"start\n")
-        await asyncio.sleep(200 * MS)  # every client registered, and some messages
-        clients.stdin.write(b"start\n")
-        await asyncio.sleep(300 * MS)
-        reports = []
-        for process in (clients, *relays, publisher):
-            process.stdin.write(b"stop\n")
-            reports.append(json.loads(await first_line(process)))
+        # Each measures in windows until it has something to say: every client, of either
+        # relay, gets messages; each relay holds two clients and relays messages; the
+        # publisher publishes (to no client of its own).
+        summary = await measure_until(
+            *commands(clients), lambda summary: summary["fewest"] >= 1, "every client's messages"
+        )
+        relayed = [
+            await measure_until(
+                *commands(relay),
+                lambda report: report["clients"] == 2 and report["messages"] >= 1,
+                "two clients and messages on each relay",
+            )
+            for relay in relays
+        ]
+        published = await measure_until(
+            *commands(publisher), lambda report: report["broadcasts"] >= 1, "a publish"
+        )
         for process in processes:
             process.stdin.close()  # quit
             assert await asyncio.wait_for(process.wait(), 10_000 * MS) == 0
@@ -344,11 +389,9 @@ async def test_the_benchmarks_publisher_reaches_the_clients_of_two_relays_throug
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-    summary, *relayed, published = reports
-    assert summary["fewest"] >= 1  # every client, of either relay, got messages
-    assert [report["clients"] for report in relayed] == [2, 2]
+    assert summary["closed"] == 0
     assert all(0 <= report["hop_p50_ms"] <= report["hop_p99_ms"] for report in relayed)
-    assert published["broadcasts"] >= 1 and published["clients"] == 0
+    assert published["clients"] == 0
     assert children_but(redis_server) == []
 
 
@@ -371,17 +414,20 @@ async def test_the_benchmarks_role_processes_get_the_redis_url_through_their_env
             environ = Path(f"/proc/{each.process.pid}/environ")
             assert f"{URL_VARIABLE}={redis_server.url}".encode() in environ.read_bytes()
         client = await plain_connect(relay.url, proxy=None)
-        relay.start()
         publisher.start()
-        message = await asyncio.wait_for(client.recv(), 5_000 * MS)
+        message = await asyncio.wait_for(client.recv(), BOUND)
         assert len(message) == 64 and 0 <= latency_ns(message, time.time_ns()) < 10**10
-        report = await relay.stop()
+        report = await measure_until(
+            relay.start, relay.stop, lambda report: report["messages"] >= 1, "a relayed message"
+        )
         published = await publisher.stop()
         await client.close()
-        await asyncio.sleep(100 * MS)  # a last word on stderr, if there were one, is read
         for each in (relay, publisher):
-            assert list(each.stderr_tail) == []  # no warning, no traceback
-    assert report["clients"] == 1 and report["messages"] >= 1
+            each.send("quit")
+            assert await asyncio.wait_for(each.process.wait(), 10_000 * MS) == 0
+            assert await each.gone()  # exited, and what it wrote on stderr is read...
+            assert list(each.stderr_tail) == []  # ...which is nothing: no warning, no traceback
+    assert report["clients"] == 1
     assert 0 <= report["hop_p50_ms"] <= report["hop_p99_ms"]
     assert published["broadcasts"] >= 1 and published["clients"] == 0
     assert children_but(redis_server) == []

@@ -4,6 +4,7 @@ import socket
 import sys
 from asyncio.subprocess import PIPE
 
+import pytest
 from websockets.asyncio.client import connect
 
 from wspatterns.cli import ABOUT
@@ -27,8 +28,23 @@ def test_serve_help_lists_and_explains_every_pattern():
         assert f"{name}:" in " ".join(result.stdout.split())
 
 
+STARTED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _kill_what_a_failed_test_left():
+    """A test that fails before stopping its server would leave it running for the next ones."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def start(*args: str):
     process = await asyncio.create_subprocess_exec(*WSPATTERNS, *args, stdout=PIPE, stderr=PIPE)
+    STARTED.append(process)
     line = await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
     return process, line.decode()
 

@@ -19,11 +19,13 @@ import redis.asyncio
 
 from wspatterns.pubsub.redis_server import (
     DISABLED,
+    RedisServer,
     find_redis_server,
     redacted,
     start_redis,
     start_redis_blocking,
 )
+from wspatterns.runtime import lifecycle
 
 from .utils import MS
 
@@ -38,6 +40,12 @@ def redis_servers() -> set[int]:
         if process.info["name"] == "redis-server" or (cmdline and "redis-server" in cmdline[0]):
             found.add(process.pid)
     return found
+
+
+def our_redis_servers() -> set[int]:
+    """The pids of redis-server processes this test process started (not another user's)."""
+    ours = {child.pid for child in psutil.Process().children(recursive=True)}
+    return redis_servers() & ours
 
 
 def secret_of(server) -> str:
@@ -113,7 +121,7 @@ def test_a_redis_started_by_a_process_that_is_killed_dies_with_it(start):
 async def test_wspatterns_redis_url_points_at_an_existing_redis_and_starts_nothing(monkeypatch):
     with start_redis_blocking(name="real") as real:
         monkeypatch.setenv("WSPATTERNS_REDIS_URL", real.url)  # with the password in it
-        before = redis_servers()
+        before = our_redis_servers()
         pointed = await start_redis(name="pointed")
         assert pointed.url == real.url and pointed.process is None
         assert redis.from_url(pointed.url).ping()
@@ -121,7 +129,7 @@ async def test_wspatterns_redis_url_points_at_an_existing_redis_and_starts_nothi
         pointed.stop()  # not the kit's: left running
         pointed.kill()
         await start_redis(name="pointed")  # replacing it under its name stops nothing either
-        assert real.running and redis_servers() == before
+        assert real.running and our_redis_servers() == before
 
 
 async def test_a_redis_url_of_ones_own_is_passed_on_untouched_and_shown_masked(monkeypatch):
@@ -207,34 +215,39 @@ async def test_starting_again_under_a_name_replaces_the_redis_started_before():
     assert not second.running and not other.running
 
 
+def spawned(name: str) -> RedisServer | None:
+    """The kit's Redis called ``name``, once its redis-server process is spawned."""
+    broker = lifecycle.get("redis", name)
+    return broker if isinstance(broker, RedisServer) and broker.process is not None else None
+
+
 async def test_start_redis_lets_other_tasks_run_while_redis_starts():
-    ticks = 0
+    returned = False
 
-    async def tick():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(5 * MS)
-            ticks += 1
+    async def watch() -> bool:
+        """Whether this task got a turn after redis-server was spawned, before it answered."""
+        while spawned("watched") is None:
+            await asyncio.sleep(0)
+        return not returned
 
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
-    before = ticks
-    broker = await start_redis()
-    during = ticks - before
-    ticker.cancel()
-    broker.stop()
-    assert during >= 1  # a loop blocked by time.sleep() would have counted nothing
+    watcher = asyncio.create_task(watch())
+    broker = await start_redis(name="watched")
+    returned = True
+    try:
+        assert await watcher  # a start that blocked the loop would have given it no turn
+    finally:
+        broker.stop()
 
 
 async def test_cancelling_start_redis_leaves_no_redis_behind():
-    before = redis_servers()
-    starting = asyncio.create_task(start_redis())
-    await asyncio.sleep(0)  # spawned, waiting for the first PING
+    starting = asyncio.create_task(start_redis(name="cancelled"))
+    await asyncio.sleep(0)  # its first turn: it spawns redis-server, then waits for a PING
+    broker = spawned("cancelled")
+    assert broker is not None and not starting.done()
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
-    await asyncio.sleep(100 * MS)
-    assert redis_servers() <= before
+    assert broker.process.pid not in redis_servers()  # stopped before the cancellation ended
 
 
 # Another user of the machine: same loopback, no secret

@@ -6,6 +6,7 @@ import textwrap
 import threading
 from asyncio.subprocess import PIPE
 
+import psutil
 import pytest
 import websocket as websocket_client  # the third-party `websocket-client` package
 from websockets.asyncio.client import ClientConnection
@@ -23,9 +24,18 @@ from wspatterns import (
     serve_in_thread,
     stop_all,
 )
-from wspatterns.waiting import wait_until
+from wspatterns.waiting import wait_for_handlers, wait_until
 
-from .utils import MS, echo, execute, listening_ports, open_tcp_connections, run_python
+from .utils import (
+    BOUND,
+    MS,
+    echo,
+    eventually,
+    execute,
+    listening_ports,
+    open_tcp_connections,
+    run_python,
+)
 
 # Serving
 
@@ -43,7 +53,8 @@ async def test_serve_runs_a_plain_websockets_handler():
 
 async def test_serve_binds_loopback_by_default():
     server = await serve(echo)
-    addresses = {sock.getsockname()[0] for sock in server._ws.sockets}
+    listening = psutil.Process().net_connections(kind="inet")
+    addresses = {each.laddr.ip for each in listening if each.laddr.port == server.port}
     assert addresses == {"127.0.0.1"}
 
 
@@ -129,7 +140,7 @@ async def test_stop_closes_connections_with_going_away():
 async def test_stop_cancels_a_handler_that_ignores_the_close(capsys):
     async def stubborn(websocket):
         while True:
-            await asyncio.sleep(10 * MS)
+            await asyncio.sleep(10 * MS)  # a stimulus: busy, never awaiting its connection
 
     server = await serve(stubborn)
     websocket = await connect(server)
@@ -347,7 +358,7 @@ async def test_asyncio_timeout_around_recv_behaves_as_in_plain_websockets():
 
 async def test_timeout_none_never_prints_a_hint(capsys):
     async def slow(websocket):
-        await asyncio.sleep(300 * MS)
+        await asyncio.sleep(300 * MS)  # a stimulus: a late answer, at least this late
         await websocket.send("patience")
 
     server = await serve(slow)
@@ -365,10 +376,10 @@ async def test_client_and_server_agree_on_names():
 
     server = await serve(record)
     async with connect(server) as first, connect(server, name="alice") as second:
-        await asyncio.sleep(20 * MS)
+        await eventually(lambda: len(seen) == 2, "both handlers to start")
         assert (first.name, second.name) == ("client-1", "alice")
     async with raw_connect(server.url, proxy=None):  # a client the kit did not make
-        await asyncio.sleep(20 * MS)
+        await eventually(lambda: len(seen) == 3, "the third handler to start")
     assert seen == ["client-1", "alice", "client-2"]
 
 
@@ -414,7 +425,7 @@ async def test_connection_closed_escaping_a_handler_gets_a_hint(capsys):
     async with connect(server):
         pass
     left.set()
-    await asyncio.sleep(50 * MS)
+    await wait_for_handlers(server, BOUND)
     [report] = server.errors
     assert "the client closed the connection (code 1000)" in report.summary
     assert "catch websockets.exceptions.ConnectionClosed" in capsys.readouterr().err
@@ -641,7 +652,7 @@ def test_in_a_notebook_the_hint_shows_under_the_waiting_cell_only(kernel):
     waited = execute(
         kernel,
         """
-        async def release_later():
+        async def release_later():  # a stimulus: on one loop, 0.2 s always comes first
             await asyncio.sleep(0.6)
             release.set()
 

@@ -12,14 +12,14 @@ from wspatterns.pubsub.redis_server import start_redis, start_redis_blocking
 from wspatterns.pubsub.streams import PREFIX, StreamHub, parse_id
 
 # Two tests of test_pubsub run here too, on this module's server: a StreamHub's.
-from .test_pubsub import eventually, receive, send
+from .test_pubsub import receive, send
 from .test_pubsub import (
     test_an_invalid_since_gets_a_clear_error as test_an_invalid_since_is_still_refused,  # noqa: F401
 )
 from .test_pubsub import (
     test_arbitrary_text_frames_get_answers_and_harm_nobody as test_arbitrary_frames_too,  # noqa: F401
 )
-from .utils import MS
+from .utils import MS, eventually
 
 
 @pytest.fixture
@@ -163,15 +163,17 @@ async def test_the_hub_itself_never_gaps_or_repeats_while_a_writer_runs(redis_se
     async with StreamHub(redis_server.url) as hub, StreamHub(redis_server.url) as writing:
         stop = asyncio.Event()
 
+        published = 0
+
         async def writer():
-            number = 0
+            nonlocal published
             while not stop.is_set():
-                number += 1
-                await writing.publish("feed", str(number))
-            return number
+                await writing.publish("feed", str(published + 1))
+                published += 1
+            return published
 
         writing_task = asyncio.create_task(writer())
-        await asyncio.sleep(50 * MS)
+        await eventually(lambda: published >= 10, "the writer under way")
         got = {}  # for each subscriber, the number it came after: what it received
         for pause in range(20):
             [(since, fields)] = await spy.xrevrange(PREFIX + "feed", count=1)
@@ -179,7 +181,7 @@ async def test_the_hub_itself_never_gaps_or_repeats_while_a_writer_runs(redis_se
             await hub.subscribe(
                 "feed", lambda _, message, id, into=into: into.append(message), since
             )
-            await asyncio.sleep(pause * MS)
+            await asyncio.sleep(pause * MS)  # a stimulus: come in at another point of the stream
         stop.set()
         last = await writing_task
         await eventually(lambda: all(into and into[-1] == str(last) for into in got.values()))
@@ -309,5 +311,4 @@ async def test_closing_leaves_no_task_behind(redis_server, spy):
             await subscribe(websocket, "news")
             await publish(hub, "news", "hello")
             await deliveries(websocket, 1)
-    await asyncio.sleep(0)
-    assert [task for task in asyncio.all_tasks() - before if not task.done()] == []
+    assert asyncio.all_tasks() - before == set()  # at once: closing awaited every task

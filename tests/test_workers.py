@@ -14,7 +14,7 @@ from wspatterns.errors import ProcessFailed
 from wspatterns.pubsub.redis_server import URL_VARIABLE, start_redis
 from wspatterns.pubsub.workers import Worker, start_workers
 
-from .utils import MS, run_python
+from .utils import BOUND, eventually, run_python
 
 
 async def send(websocket, **request):
@@ -22,7 +22,7 @@ async def send(websocket, **request):
 
 
 async def receive(websocket):
-    async with asyncio.timeout(2000 * MS):
+    async with asyncio.timeout(BOUND):
         return json.loads(await websocket.recv())
 
 
@@ -40,12 +40,6 @@ def gone(pid_list) -> bool:
         psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         for pid in pid_list
     )
-
-
-async def eventually(condition, seconds=5):
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(10 * MS)
 
 
 async def test_memory_hubs_in_two_processes_miss_each_others_clients():
@@ -200,17 +194,35 @@ async def test_a_worker_that_cannot_start_says_why_and_nothing_is_left():
         await start_workers(2, hub="redis", redis="not-a-url")
     assert "worker 'worker-1'" in str(failure.value) or "worker 'worker-2'" in str(failure.value)
     assert "last words" in str(failure.value)
-    await eventually(lambda: set(psutil.Process().children(recursive=True)) <= before)
+    await eventually(
+        lambda: set(psutil.Process().children(recursive=True)) <= before, "no process left"
+    )
+
+
+def worker_processes() -> list[psutil.Process]:
+    """This process's children that run a worker (not its Redis)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "wspatterns.pubsub.worker_process" in child.cmdline():
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 async def test_cancelling_while_workers_start_leaves_nothing():
     before = set(psutil.Process().children(recursive=True))
     starting = asyncio.create_task(start_workers(2, hub="redis"))
-    await asyncio.sleep(50 * MS)
+    # Cancelled once it is well under way: its Redis up, a worker spawned, not ready yet.
+    await eventually(worker_processes, "a worker process spawned")
+    assert not starting.done()
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
-    await eventually(lambda: set(psutil.Process().children(recursive=True)) <= before)
+    await eventually(
+        lambda: set(psutil.Process().children(recursive=True)) <= before, "no process left"
+    )
 
 
 async def test_an_error_inside_async_with_stops_the_workers():
@@ -241,16 +253,7 @@ def test_workers_and_redis_die_with_a_killed_kernel():
     assert result.returncode == -signal.SIGKILL
     started = [int(pid) for pid in result.stdout.split()]
     assert len(started) == 3
-    deadline = asyncio.run(_wait_gone(started))
-    assert deadline, f"still running after the parent died: {started}"
-
-
-async def _wait_gone(pid_list) -> bool:
-    try:
-        await eventually(lambda: gone(pid_list))
-    except TimeoutError:
-        return False
-    return True
+    asyncio.run(eventually(lambda: gone(started), f"{started} to die with their parent"))
 
 
 def test_a_report_written_by_a_worker_is_shown_here_under_its_name(capsys):

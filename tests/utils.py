@@ -9,8 +9,23 @@ import textwrap
 
 import psutil
 
+from wspatterns.waiting import wait_until
+
 # One unit of time for the tests, scaled for slow machines (upstream websockets does the same).
 MS = 0.001 * float(os.environ.get("WSPATTERNS_TESTS_TIMEOUT_FACTOR", "1"))
+
+#: How long a test waits for something that should happen soon before calling it a failure.
+#: Generous: it costs time only when the code is broken, and a busy machine is slow.
+BOUND = 5_000 * MS
+
+
+async def eventually(condition, what: str = "", timeout: float = BOUND) -> None:
+    """Wait until ``condition()`` holds, checking every few milliseconds; fail the test,
+    saying ``what`` was awaited, if it still does not after ``timeout`` seconds."""
+    try:
+        await wait_until(condition, timeout)
+    except TimeoutError as exc:
+        raise AssertionError(f"waited {timeout:g} s for {what}" if what else str(exc)) from None
 
 
 async def echo(websocket):

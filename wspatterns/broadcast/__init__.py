@@ -8,7 +8,7 @@
   ``.clients_process``), and :mod:`~wspatterns.broadcast.child`, what both share;
 * :mod:`~wspatterns.broadcast.processes` — the parent's side: :func:`measure` one run;
 * :mod:`~wspatterns.broadcast.experiment` — :func:`broadcast_experiment` and
-  :func:`broadcast_plot`, for lesson 04.
+  :func:`broadcast_plot`, for lesson 04b.
 """
 
 # The two child-process modules are not imported here: running one with ``python -m`` imports

@@ -1,4 +1,4 @@
-"""The broadcast-strategy experiment of lesson 04: six ways to reach many clients, measured.
+"""The broadcast-strategy experiment of lesson 04b: six ways to reach many clients, measured.
 
 As upstream websockets measures them: the server and the clients run in
 processes of their own, so the notebook's kernel measures nothing of itself.

@@ -1,4 +1,4 @@
-"""The exercise of lesson 04: a chat room that announces who comes and goes."""
+"""The exercise of lesson 04b: a chat room that announces who comes and goes."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class _Abandoned(Exception):
 
 
 async def check_chat_room(chat_room: Callable[..., Any]) -> Report:
-    """Check the exercise of lesson 04: a chat room that announces who comes and goes.
+    """Check the exercise of lesson 04b: a chat room that announces who comes and goes.
 
     ``chat_room(connected)`` must return a handler that reads the client's name
     (its first message), tells everyone else ``"NAME joined"``, relays each

@@ -723,3 +723,17 @@ async def test_check_resuming_client_passes_the_solution():
 async def test_check_resuming_client_says_what_is_wrong(wrong, phrases):
     report = await exercises.check_resuming_client(wrong)
     assert fails(report, *phrases), report
+
+
+def test_our_solution_loads_beside_the_learners_answer_not_over_it(tmp_path):
+    from wspatterns.exercises import solution
+
+    (tmp_path / "01_bye_consumer.py").write_text("def bye_consumer(consume):\n    return 'ours'\n")
+
+    def bye_consumer(consume):  # the learner's, in the notebook's namespace
+        return "mine"
+
+    ours = solution("01_bye_consumer", folder=tmp_path)
+    assert ours.bye_consumer(None) == "ours" and bye_consumer(None) == "mine"
+    with pytest.raises(FileNotFoundError, match="there are: 01_bye_consumer"):
+        solution("02_finite_producer", folder=tmp_path)

@@ -36,7 +36,7 @@ class Flow(EventLog):
     """
 
     def sequence(self, **options: Any) -> SequenceDiagram:
-        """A sequence diagram: Mermaid in JupyterLab, SVG elsewhere, text as a last resort."""
+        """A sequence diagram: SVG in notebooks and exports, text elsewhere, Mermaid on request."""
         return sequence(self, **options)
 
     def timeline(self, **options: Any) -> Figure:

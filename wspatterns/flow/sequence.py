@@ -1,6 +1,6 @@
 """Sequence diagrams: who sent what to whom, in order.
 
-Drawn as Mermaid where JupyterLab renders it, as SVG in exported pages, and as
+Drawn as SVG in notebooks and exported pages alike, and as
 text everywhere else. Long flows show their first and last rows and count the
 rest; clients beyond the first few share one lane.
 """
@@ -35,8 +35,11 @@ class Step(Generic[Text]):
 class SequenceDiagram:
     """A sequence diagram in three forms: ``mermaid``, ``svg`` and ``text``.
 
-    In a notebook, JupyterLab draws the Mermaid; an HTML export or a static
-    viewer shows the SVG; a terminal prints the text.
+    A notebook, an HTML export or a static viewer shows the SVG; a terminal prints
+    the text; ``mermaid`` is there to paste into Mermaid's own tools. The SVG is what
+    a notebook gets, not the Mermaid: JupyterLab's Mermaid renderer writes the picture
+    it draws back into the notebook, which then reads as changed just by being
+    opened, and it shrinks a wide diagram's text to fit the cell instead of scrolling.
     """
 
     def __init__(self, lanes: list[str], steps: list[Step[str]]) -> None:
@@ -50,7 +53,6 @@ class SequenceDiagram:
         self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
     ) -> dict[str, str]:
         return {
-            "text/vnd.mermaid": self.mermaid,
             "image/svg+xml": self.svg,
             "text/plain": self.text,
         }

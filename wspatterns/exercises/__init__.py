@@ -28,10 +28,10 @@ from .consumer_and_producer import check_consumer_and_producer
 from .producer import check_producer
 from .queue_workers import check_workers
 from .report import Mark, Report
-from .solutions import solution
 
 # Last: it needs Redis and the pub/sub room, which the other exercises do not.
 from .resuming_client import check_resuming_client
+from .solutions import solution
 
 __all__ = [
     "Mark",

@@ -1,7 +1,9 @@
 import asyncio
+import re
 import signal
 import socket
 import sys
+import urllib.request
 from asyncio.subprocess import PIPE
 
 import pytest
@@ -46,7 +48,20 @@ async def start(*args: str):
     process = await asyncio.create_subprocess_exec(*WSPATTERNS, *args, stdout=PIPE, stderr=PIPE)
     STARTED.append(process)
     line = await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
+    if line.startswith(b"serving "):  # then where a browser finds its page
+        await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
     return process, line.decode()
+
+
+# What a server says of each connection that opens or closes: "12:00:00 client-1 connected ..."
+ANNOUNCED = re.compile(rb"\d\d:\d\d:\d\d \S+ (connected from|closed: )")
+
+
+async def printed(process) -> bytes:
+    """The next line the pattern itself printed, past the lines about connections."""
+    while ANNOUNCED.match(line := await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)):
+        pass
+    return line
 
 
 async def stop_quietly(process):
@@ -68,8 +83,21 @@ async def test_serve_echo_answers_and_stops_on_ctrl_c():
     stdout, stderr = await asyncio.wait_for(process.communicate(), 10_000 * MS)
     assert websocket.close_code == 1001
     assert process.returncode == 0
-    assert stdout.decode() == "stopped\n"
+    opened, closed, stopped = stdout.decode().splitlines()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d client-1 connected from 127\.0\.0\.1:\d+ \(1 open\)", opened
+    )
+    assert re.fullmatch(r"\d\d:\d\d:\d\d client-1 closed: 1001 going away \(0 open\)", closed)
+    assert stopped == "stopped"
     assert stderr == b""
+
+
+async def test_serve_also_answers_a_browser_with_a_page_of_its_own():
+    process, line = await start("serve", "echo", "--port", "0")
+    page = "http" + line.split()[3].removeprefix("ws")
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(page, timeout=10).read())
+    assert b"<title>wspatterns: echo</title>" in body and b"new WebSocket(url)" in body
+    await stop_quietly(process)
 
 
 async def test_serve_on_a_taken_port_says_what_to_do():
@@ -99,8 +127,8 @@ async def test_serve_consumer_prints_what_it_receives():
     process, line = await start("serve", "consumer", "--port", "0")
     async with connect(line.split()[3], proxy=None) as websocket:
         await websocket.send("hello from a terminal")
-        printed = await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
-    assert printed.decode() == "received 'hello from a terminal'\n"
+        said = await printed(process)
+    assert said.decode() == "received 'hello from a terminal'\n"
     process.send_signal(signal.SIGINT)
     await asyncio.wait_for(process.communicate(), 10_000 * MS)
     assert process.returncode == 0
@@ -118,9 +146,9 @@ async def test_serve_consumer_producer_sends_the_time_while_it_prints_what_it_re
     process, line = await start("serve", "consumer-producer", "--port", "0")
     async with connect(line.split()[3], proxy=None) as websocket:
         await websocket.send("both ways")
-        printed = await asyncio.wait_for(process.stdout.readline(), 10_000 * MS)
+        said = await printed(process)
         now = await asyncio.wait_for(websocket.recv(), 10_000 * MS)
-    assert printed.decode() == "received 'both ways'\n"
+    assert said.decode() == "received 'both ways'\n"
     assert len(now) == 8 and now[2] == now[5] == ":"
     await stop_quietly(process)
 
@@ -130,10 +158,8 @@ async def test_serve_workers_prints_every_job():
     async with connect(line.split()[3], proxy=None) as websocket:
         for number in range(4):
             await websocket.send(f"job {number}")
-        printed = [
-            await asyncio.wait_for(process.stdout.readline(), 10_000 * MS) for _ in range(4)
-        ]
-    assert sorted(printed) == [f"received 'job {number}'\n".encode() for number in range(4)]
+        said = [await printed(process) for _ in range(4)]
+    assert sorted(said) == [f"received 'job {number}'\n".encode() for number in range(4)]
     await stop_quietly(process)
 
 

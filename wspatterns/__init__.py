@@ -14,6 +14,7 @@ Start here::
         print(await websocket.recv())
 """
 
+from .browsers import BrowserClient, browser
 from .errors import InvalidTargetError, PortInUseError, ServerStoppedError, WSPatternsError
 from .flow import Event, Flow
 from .reports import ErrorReport
@@ -32,6 +33,7 @@ from .settings import TIMEOUT
 
 __all__ = [
     "TIMEOUT",
+    "BrowserClient",
     "Client",
     "ErrorReport",
     "Event",
@@ -42,6 +44,7 @@ __all__ = [
     "ServerStoppedError",
     "ThreadServer",
     "WSPatternsError",
+    "browser",
     "connect",
     "run",
     "serve",

@@ -12,11 +12,17 @@ import signal
 import sys
 import time
 
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import CloseCode
+
 from .broadcast.strategies import STRATEGIES
+from .browsers.page import answer_pages
 from .errors import PortInUseError
 from .lab import setup
 from .patterns import PATTERNS
 from .runtime import serve
+from .runtime.handlers import name_of
+from .settings import STOP_GRACE, Handler
 
 ABOUT = {
     "echo": "sends every message back",
@@ -97,17 +103,63 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve_until_stopped(pattern: str, host: str, port: int) -> None:
-    server = await serve(PATTERNS[pattern], host=host, port=port)
+    handler = PATTERNS[pattern]
+    closing: set[asyncio.Task[None]] = set()  # connections to say "closed" of, once they are
+    server = await serve(
+        _announced(handler, closing), name=name_of(handler), host=host, port=port,
+        process_request=answer_pages(pattern),
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     print(f"serving {pattern} on {server.url} (Ctrl+C to stop)", flush=True)
+    page = "http://" + server.url.removeprefix("ws://")
+    print(f"a browser client: open {page} in a browser", flush=True)
     try:
         await stop.wait()
     finally:
         await server.stop()
+        if closing:  # the last connections' lines come before "stopped"
+            await asyncio.wait(closing, timeout=STOP_GRACE)
         print("stopped", flush=True)
+
+
+def _announced(handler: Handler, closing: set[asyncio.Task[None]]) -> Handler:
+    """``handler``, saying on stdout when each connection opens, and when it has closed.
+
+    Each "closed" line waits in a task of ``closing`` for its connection to close.
+    """
+
+    async def say_closed(websocket: ServerConnection) -> None:
+        await websocket.wait_closed()
+        code = websocket.close_code or CloseCode.ABNORMAL_CLOSURE
+        said = [str(code)]
+        if code in set(CloseCode):
+            said.append(CloseCode(code).name.lower().replace("_", " "))
+        if websocket.close_reason:
+            said.append(repr(websocket.close_reason))
+        _say(websocket, f"closed: {' '.join(said)}")
+
+    async def announced(websocket: ServerConnection) -> None:
+        host, port, *_ = websocket.remote_address
+        _say(websocket, f"connected from {host}:{port}")
+        try:
+            await handler(websocket)
+        finally:  # websockets closes the connection once the handler returns: say it then
+            task = asyncio.create_task(say_closed(websocket))
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+
+    announced.__name__ = name_of(handler)
+    return announced
+
+
+def _say(websocket: ServerConnection, what: str) -> None:
+    """One line: the time, which client, what happened, and how many connections are open."""
+    name = getattr(websocket, "name", "a client")
+    count = len(websocket.server.connections)
+    print(f"{time.strftime('%H:%M:%S')} {name} {what} ({count} open)", flush=True)
 
 
 def _bench_broadcast(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from websockets.asyncio.server import Server as WebSocketsServer
 from websockets.asyncio.server import ServerConnection
@@ -39,6 +40,10 @@ from .loops import await_on_loop, is_current
 # which connection of which flow it records as, so both ends' records pair up.
 NAME_HEADER = "X-WSPatterns-Name"
 CONNECTION_HEADER = "X-WSPatterns-Connection"
+
+#: A client that cannot set headers (a browser) names itself in the URL's query instead:
+#: ``ws://127.0.0.1:8765/?name=alice``.
+NAME_PARAMETER = "name"
 
 #: What a server stopped with ``stop()`` says when used again.
 STOPPED_BY_YOU = "you stopped it with stop(); serve it again to restart it"
@@ -63,16 +68,35 @@ class KitServerConnection(Recording, ServerConnection):
         if request is None:
             return
         kit = self.kit
-        self.name = request.headers.get(NAME_HEADER) or kit.next_client_name()
+        named, path = named_in_query(request.path)
+        self.name = request.headers.get(NAME_HEADER) or named or kit.next_client_name()
+        if response.status_code != 101:
+            return  # answered with plain HTTP (a page, a refusal): no connection to record
         token, _, number = request.headers.get(CONNECTION_HEADER, "").partition(".")
         same_flow = token == kit.flow.token and number.isdigit()
         connection = int(number) if same_flow else kit.flow.new_connection()
         self.start_recording(kit.flow, connection, kit.name, self.name, "server")
-        if response.status_code == 101:
-            self.record_open(request.path)
+        self.record_open(path)
 
     def __repr__(self) -> str:
         return f"<ServerConnection {self.name!r} {self.state.name}>"
+
+
+def named_in_query(path: str) -> tuple[str | None, str]:
+    """The name ``path``'s query gives its client (``/?name=alice``), and the path without it.
+
+    The name is None when the query gives none, or one that is empty, longer than
+    64 characters, or holds control characters.
+    """
+    base, mark, query = path.partition("?")
+    if not mark:
+        return None, path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    names = [value for key, value in pairs if key == NAME_PARAMETER]
+    name = names[-1].strip() if names else ""
+    rest = urlencode([(key, value) for key, value in pairs if key != NAME_PARAMETER])
+    usable = 0 < len(name) <= 64 and name.isprintable()
+    return (name if usable else None), base + (f"?{rest}" if rest else "")
 
 
 class Server:

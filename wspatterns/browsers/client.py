@@ -1,0 +1,457 @@
+"""Browser clients: a real ``WebSocket`` in the notebook's page, scripted from a cell.
+
+``alice = await browser(server, name="alice")`` draws a small client under the
+cell. Its JavaScript opens a WebSocket from the page to the server, as any web
+application's would, and the server records it in its flow under its name, like
+any client. Python drives it and reads it back: ``await alice.send(...)``,
+``await alice.recv()``, ``await alice.close(code, reason)``, ``alice.state``.
+
+The page does the networking, so the kernel learns what happened by message,
+and every wait is bounded (``TIMEOUT``, or ``timeout=``). A page closed or
+reloaded ends the connection with 1001 (going away), and the client with it.
+Without a page to draw it (plain Python, nbval), creating one says so in a line
+and every wait on it raises :class:`NoFrontEndError` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from websockets.frames import Close
+from websockets.protocol import State
+from websockets.typing import Data
+
+from .. import reports
+from ..errors import WSPatternsError
+from ..runtime import lifecycle
+from ..runtime.client import resolve
+from ..runtime.server import Server
+from ..settings import STOP_GRACE, TIMEOUT
+from ..waiting import wait_until, within
+from .frontends import missing_front_end
+from .routes import Route, asked_route, target
+
+if TYPE_CHECKING:
+    from .view import BrowserView
+
+_DEFAULT: Any = object()
+_numbers = itertools.count(1)
+_watched: set[int] = set()  # ids of server connections a browser client already follows
+
+
+class NoFrontEndError(WSPatternsError, RuntimeError):
+    """A browser client was waited on where no page can draw it (plain Python, nbval)."""
+
+
+class BrowserConnectionError(WSPatternsError, ConnectionError):
+    """The page could not open its WebSocket; the message says what it tried and why."""
+
+
+class BrowserClient:
+    """A WebSocket client living in the notebook's page, driven from Python.
+
+    ``name`` is what the server's flow calls it; ``route`` the way its page took
+    (``"direct"`` or ``"proxy"``) and ``url`` where it connected; ``state`` a
+    websockets :class:`~websockets.protocol.State`; ``close_code`` and
+    ``close_reason`` what ended it, as the browser saw it. ``why`` says why the
+    page took its route, or why it failed. ``sent`` and ``received`` count its
+    messages; ``connection`` is its number in the server's flow, once open.
+    """
+
+    def __init__(
+        self, url: str, name: str, route: Route, server: Server | None, asked_by: str = ""
+    ) -> None:
+        self.name = name
+        self.server_url = url
+        self.server = server
+        self.route = ""
+        self.url = ""
+        self.why = ""
+        self.state = State.CONNECTING
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.sent = 0
+        self.received = 0
+        self.connection: int | None = None
+        self.no_front_end = missing_front_end()
+        self._target = target(url, name, route, asked_by)
+        self._view: BrowserView | None = None
+        self._page: str | None = None
+        self._failure: str | None = None
+        self._inbox: deque[Data] = deque()
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._ids = itertools.count(1)
+        self._waiters: list[asyncio.Future[None]] = []
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._follower: asyncio.Task[None] | None = None
+        self._page_closed = asyncio.Event()
+
+    # Waiting on the page
+
+    async def wait_open(self, *, timeout: float | None = _DEFAULT) -> None:
+        """Wait until the page's WebSocket is open; raise if it failed or took too long."""
+        self._check_page()
+        limit = self._limit(timeout)
+        await self._until(self._settled, limit, lambda: self._late_opening(limit))
+        if self._failure is not None:
+            raise BrowserConnectionError(f"{self.name} could not connect: {self._failure}")
+        if self.state is State.CLOSED and self.connection is None and self._following:
+            raise BrowserConnectionError(
+                f"{self.name} could not connect: its page's WebSocket closed "
+                f"({self.close_code}) before the server saw it."
+            )
+
+    def _settled(self) -> bool:
+        """Open (and, where the kit can see the server's end, seen there too), or over."""
+        if self.state is State.CLOSED or self._failure is not None:
+            return True
+        # A proxy opens the page's socket before reaching the server: wait for the server.
+        return self.state is State.OPEN and (self.connection is not None or not self._following)
+
+    async def send(self, message: str | bytes, *, timeout: float | None = _DEFAULT) -> None:
+        """Have the page send ``message`` (str: a text frame; bytes: a binary one).
+
+        Returns once the page has handed it to its WebSocket. Raises ConnectionClosed
+        if the connection is closed, TimeoutError if the page does not answer in time.
+        """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"a browser sends str or bytes, not {type(message).__name__}")
+        self._check_page()
+        if self.state is not State.OPEN:
+            self._raise_if_closed()
+            raise RuntimeError(f"{self.name} is not open yet: `await browser(...)` opens it")
+        number = next(self._ids)
+        ack: asyncio.Future[None] = self._loop.create_future()
+        self._acks[number] = ack
+        if isinstance(message, str):
+            self._tell({"do": "send", "id": number, "text": message})
+        else:
+            self._tell({"do": "send", "id": number, "binary": True}, [bytes(message)])
+        limit = self._limit(timeout)
+        try:
+            await within(limit, ack, lambda: f"{self.name}'s page did not send within {limit:g} s.")
+        finally:
+            self._acks.pop(number, None)
+
+    async def recv(self, *, timeout: float | None = _DEFAULT) -> Data:
+        """The next message the page received (str or bytes), in order.
+
+        Raises ConnectionClosed once the connection is closed and every message
+        received before was read (BrowserConnectionError if it never really opened);
+        TimeoutError after ``timeout`` seconds (the kit's ``TIMEOUT``; None waits for
+        ever) if nothing came.
+        """
+        self._check_page()
+        limit = self._limit(timeout)
+        await self._until(
+            lambda: bool(self._inbox) or self.state is State.CLOSED,
+            limit,
+            lambda: f"{self.name}'s page received nothing in {limit:g} s (pass timeout=).",
+        )
+        if self._inbox:
+            return self._inbox.popleft()
+        raise self._closed()
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Data]:
+        """Each message, until the connection closes normally (1000, 1001), as websockets does."""
+        while True:
+            try:
+                yield await self.recv(timeout=None)
+            except ConnectionClosedOK:
+                return
+
+    async def close(
+        self, code: int = 1000, reason: str = "", *, timeout: float | None = _DEFAULT
+    ) -> None:
+        """Have the page close its WebSocket with ``code`` and ``reason``, and wait until closed.
+
+        A browser may only close with 1000 or 3000-4999, and a reason of at most 123
+        bytes (the WebSocket API refuses the rest); ValueError says so.
+        """
+        if code != 1000 and not 3000 <= code <= 4999:
+            raise ValueError(
+                f"a browser may close with 1000 or a code from 3000 to 4999, not {code}: "
+                "the other codes are the server's or the protocol's to send."
+            )
+        if len(reason.encode()) > 123:
+            raise ValueError(
+                f"a close reason holds at most 123 bytes; this one has {len(reason.encode())}."
+            )
+        self._check_page()
+        if self.state is State.CLOSED:
+            return
+        self._tell({"do": "close", "code": code, "reason": reason})
+        await self.wait_closed(timeout=timeout)
+
+    async def wait_closed(self, *, timeout: float | None = _DEFAULT) -> None:
+        """Wait until the connection is closed; TimeoutError after ``timeout`` seconds."""
+        self._check_page()
+        limit = self._limit(timeout)
+        await self._until(
+            lambda: self.state is State.CLOSED,
+            limit,
+            lambda: f"{self.name} was still {self.state.name.lower()} after {limit:g} s.",
+        )
+
+    # What the page says
+
+    def hear(self, content: dict[str, Any], buffers: list[bytes]) -> None:
+        """Take one message from a page (called by the widget, on any thread)."""
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.hear, content, buffers)
+            return
+        event, page = content.get("event"), content.get("page")
+        if event == "hello":
+            self._greet(str(page))
+        elif page == self._page:
+            self._take(str(event), content, buffers)
+        self._wake()
+
+    def _greet(self, page: str) -> None:
+        if self._page is None and self.state is State.CONNECTING and self._failure is None:
+            self._page = page
+            self._tell({"do": "connect", **self._target})
+            return
+        ended = self.state is State.CLOSED or self._failure is not None
+        if ended:
+            why = f"{self.name} has ended ({self.close_code}); run its cell again for a new one."
+        else:
+            why = f"{self.name} is connected from another page."
+        self._tell({"do": "stand-by", "page": page, "why": why, "ended": ended})
+
+    def _take(self, event: str, content: dict[str, Any], buffers: list[bytes]) -> None:
+        if event == "connecting":
+            self.route, self.url, self.why = content["route"], content["url"], content["why"]
+        elif event == "open":
+            self.state = State.OPEN
+            self._follow_server_end()
+        elif event == "message":
+            self.received += 1
+            self._inbox.append(bytes(buffers[0]) if content.get("binary") else content["text"])
+        elif event == "sent":
+            self.sent += 1  # asked for by the kernel, or typed in the page
+            ack = self._acks.get(content.get("id") or 0)
+            if ack is not None and not ack.done():
+                ack.set_result(None)
+        elif event == "refused":
+            ack = self._acks.get(content.get("id") or 0)
+            if ack is not None and not ack.done():
+                ack.set_exception(RuntimeError(f"{self.name}'s page refused: {content['why']}"))
+        elif event == "close":
+            self._page_closed.set()
+            self._end(content["code"], content.get("reason") or "")
+        elif event == "failed":
+            self._failure = str(content["why"])
+            self.route, self.url, self.why = content["route"], content["url"], self._failure
+            self._end(1006, "")
+
+    def _end(self, code: int, reason: str) -> None:
+        self.close_code, self.close_reason = code, reason
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        closed = self._closed()
+        for ack in self._acks.values():
+            if not ack.done():
+                ack.set_exception(closed)
+        lifecycle.forget("client", (self.server_url, self.name), self)
+
+    @property
+    def _following(self) -> bool:
+        """Whether the kit watches the server's end of this client (a kit server, this loop)."""
+        return self.server is not None and self.server.loop is self._loop
+
+    def _follow_server_end(self) -> None:
+        """Watch the server's end too, so a page that vanished still ends the client."""
+        if self.server is not None and self._following:
+            self._follower = self._loop.create_task(self._follow(self.server))
+
+    async def _follow(self, server: Server) -> None:
+        def found() -> list[Any]:
+            return [
+                each
+                for each in server.connections_of(self.name)
+                if each.state is State.OPEN and id(each) not in _watched
+            ]
+
+        # Through a proxy, the page's socket opens before the proxy has reached the server.
+        try:
+            await wait_until(lambda: len(found()) == 1 or self.state is State.CLOSED)
+        except TimeoutError:
+            return
+        if self.state is State.CLOSED:
+            return
+        [connection] = found()
+        recorder = getattr(connection, "recorder", None)
+        self.connection = recorder.who[0] if recorder is not None else 0
+        _watched.add(id(connection))
+        self._wake()
+        try:
+            await connection.wait_closed()
+            try:  # a live page says how it ended, and says it first
+                async with asyncio.timeout(STOP_GRACE):
+                    await self._page_closed.wait()
+            except TimeoutError:
+                code, reason = connection.close_code or 1006, connection.close_reason or ""
+                self.why = f"its page went away (closed or reloaded): the server saw {code}"
+                self._end(code, reason)
+                self._wake()
+                self._tell({"do": "ended", "page": None, "why": f"{self.name} ended: {self.why}."})
+        finally:
+            _watched.discard(id(connection))
+
+    # Plumbing
+
+    def show(self, display: Callable[[Any], None] | None) -> None:
+        """Create the widget, and draw it under the cell if ``display`` is given."""
+        from .view import BrowserView  # anywidget and ipywidgets, only when needed
+
+        view = BrowserView(key=secrets.token_hex(8), name=self.name)
+        view.on_msg(lambda _widget, content, buffers: self.hear(content, list(buffers or [])))
+        self._view = view
+        if display is not None:
+            display(self)
+
+    def _tell(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
+        if self._view is not None:
+            self._view.send({"page": self._page, **content}, buffers)
+
+    def forget_view(self) -> None:
+        """Close the widget (its pages stop drawing it): when a newer client replaces it."""
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+
+    def _check_page(self) -> None:
+        if self.no_front_end is not None and self._page is None:
+            raise NoFrontEndError(
+                f"{self.name} has no page to run in: {self.no_front_end}. Browser clients "
+                "run in a notebook open in JupyterLab, Jupyter Notebook or VS Code."
+            )
+
+    def _raise_if_closed(self) -> None:
+        if self.state is State.CLOSED:
+            raise self._closed()
+
+    def _closed(self) -> ConnectionClosed | BrowserConnectionError:
+        """What waiting on a closed client raises: how it closed, or why it never connected."""
+        if self._failure is not None:
+            return BrowserConnectionError(f"{self.name} could not connect: {self._failure}")
+        code = self.close_code
+        frame = None if code in (None, 1005, 1006) else Close(code, self.close_reason)
+        if code in (1000, 1001):
+            return ConnectionClosedOK(frame, None)
+        return ConnectionClosedError(frame, None)
+
+    def _late_opening(self, limit: float | None) -> str:
+        if self._page is None:
+            return (
+                f"no page drew {self.name} within {limit:g} s: is this notebook open in "
+                "JupyterLab, Jupyter Notebook or VS Code, with widgets working?"
+            )
+        return f"{self.name}'s page tried {self.url or 'to connect'} for {limit:g} s, in vain."
+
+    def _limit(self, timeout: float | None) -> float | None:
+        return TIMEOUT if timeout is _DEFAULT else timeout
+
+    async def _until(
+        self, ready: Callable[[], bool], limit: float | None, message: Callable[[], str]
+    ) -> None:
+        async def wait() -> None:
+            while not ready():
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                self._waiters.append(waiter)
+                await waiter
+
+        await within(limit, wait(), message)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # The kit's registry
+
+    async def retire(self, why: str) -> None:
+        if self.state is State.CLOSED or self._page is None:
+            self._end(self.close_code or 1000, "")
+            return
+        self._tell({"do": "close", "code": 1000, "reason": ""})
+        try:
+            await self.wait_closed(timeout=STOP_GRACE)
+        except TimeoutError:
+            self._end(1006, "")
+
+    def retire_now(self, why: str) -> None:
+        if self._page is not None and self.state is not State.CLOSED:
+            self._tell({"do": "close", "code": 1000, "reason": ""})
+
+    # Looking at it
+
+    def __repr__(self) -> str:
+        way = f" {self.route}" if self.route else ""
+        where = f" {self.url}" if self.url else ""
+        return f"<BrowserClient {self.name!r} {self.state.name}{way}{where}>"
+
+    def _repr_mimebundle_(self, **_kwargs: Any) -> dict[str, Any]:
+        bundle: dict[str, Any] = {}
+        if self._view is not None:
+            data = self._view._repr_mimebundle_()
+            bundle = dict(data[0]) if isinstance(data, tuple) else dict(data or {})
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+async def browser(
+    target: Server | str,
+    *,
+    name: str | None = None,
+    route: Route | None = None,
+    show: bool = True,
+    timeout: float | None = _DEFAULT,
+) -> BrowserClient:
+    """Open a WebSocket client in the notebook's page, drawn under the cell.
+
+    ``target`` is a server from :func:`~wspatterns.serve` or a ``ws://`` URL. The
+    server records the client under ``name`` (``browser-N`` by default); a newer
+    client under the same name replaces it. ``route`` forces how the page reaches
+    the server (``"direct"`` or ``"proxy"``; see :mod:`~wspatterns.browsers.routes`).
+    ``show=False`` connects without drawing. Returns once the WebSocket is open;
+    raises :class:`BrowserConnectionError` saying why if it could not open, TimeoutError
+    after ``timeout`` seconds. Where no page can draw it, says so and returns it unopened.
+    """
+    url, server = resolve(target)
+    chosen, asked_by = asked_route(route)
+    name = name or f"browser-{next(_numbers)}"
+    client = BrowserClient(url, name, chosen, server, asked_by)
+    key = (url, name)
+    old = lifecycle.take("client", key)
+    if old is not None:
+        await old.retire(f"a newer browser() as {name!r} replaced it")
+        if isinstance(old, BrowserClient):
+            old.forget_view()
+    lifecycle.add("client", key, client)
+    shell = reports.ipython()
+    if client.no_front_end is not None and getattr(shell, "kernel", None) is None:
+        reports.note(f"{name} cannot connect: {client.no_front_end} to run a browser in.")
+        return client
+    from IPython.display import display
+
+    client.show(display if show else None)
+    if client.no_front_end is not None:
+        reports.note(f"{name} will not connect: {client.no_front_end}.")
+        return client
+    await client.wait_open(timeout=timeout)
+    return client

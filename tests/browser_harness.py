@@ -111,8 +111,19 @@ class Lab:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def start_lab(root: Path, work: Path, env: dict[str, str] | None = None) -> Lab:
-    """Start JupyterLab on ``root`` with the kit's kernel; returns once it answers."""
+def start_lab(
+    root: Path,
+    work: Path,
+    env: dict[str, str] | None = None,
+    as_make_lab: bool = False,
+    settings: str | None = None,
+) -> Lab:
+    """Start JupyterLab on ``root`` with the kit's kernel; returns once it answers.
+
+    ``as_make_lab`` starts it as ``make lab`` does (index.ipynb first, JupyterLab's
+    news left to the kit's settings) instead of quietening the news from the command line;
+    ``settings`` is a folder to read JupyterLab's settings from instead of the kit's.
+    """
     token = secrets.token_hex(16)
     runtime, config, data = work / "runtime", work / "config", work / "data"
     for folder in (runtime, config, data):
@@ -129,8 +140,14 @@ def start_lab(root: Path, work: Path, env: dict[str, str] | None = None) -> Lab:
         str(BIN / "jupyter"), "lab", "--no-browser", "--port=0", "--ip=127.0.0.1",
         f"--IdentityProvider.token={token}", f"--notebook-dir={root}",
         "--expose-app-in-browser", "--ServerApp.open_browser=False",
-        "--LabApp.news_url=None", "--ServerApp.local_hostnames=['localhost','jupyter.test']",
+        "--ServerApp.local_hostnames=['localhost','jupyter.test']",
     ]  # fmt: skip
+    if as_make_lab:
+        command.append("--LabApp.default_url=/lab/tree/index.ipynb")
+    else:
+        command.append("--LabApp.news_url=None")
+    if settings is not None:
+        command.append(f"--LabApp.app_settings_dir={settings}")
     if os.geteuid() == 0:
         command.append("--allow-root")
     log = work / "lab.log"

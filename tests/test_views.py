@@ -6,11 +6,14 @@ import xml.etree.ElementTree as ElementTree
 import matplotlib
 import pytest
 from websockets.asyncio.client import connect as raw_connect
+from websockets.asyncio.server import broadcast
 
 from wspatterns import Event, Flow, connect, serve
-from wspatterns.flow import labels, tables
+from wspatterns.flow import Broadcast, labels, tables
+from wspatterns.patterns import registration
+from wspatterns.waiting import wait_for_handlers
 
-from .utils import MS, crashed_server, echo, execute
+from .utils import MS, crashed_server, echo, eventually, execute
 
 matplotlib.use("Agg")
 
@@ -230,7 +233,7 @@ def test_live_view_refuses_to_redraw_too_often():
 
 def _record(number: int) -> tuple:
     meta = ("message", (1, "server", "client-1", "client"), "client", "text")
-    return (number, meta, 1, b"x", number)
+    return (number, meta, 1, b"x")
 
 
 def _totals(count: int):
@@ -301,3 +304,111 @@ async def test_order_puts_the_lanes_named_first():
     assert server.flow.sequence(order=["server", "bob"]).lanes == ["server", "bob", "alice"]
     with pytest.raises(ValueError, match="no lane 'carol'; the lanes are: alice, bob, server"):
         server.flow.sequence(order=["carol"])
+
+
+# Broadcasts
+
+
+NAMES = ("alice", "bob", "carol", "dave", "erin", "frank")
+
+
+async def chat_with_broadcasts(names=NAMES, *, order: list | None = None) -> Flow:
+    """The seed's registration handler with a set; each client joins, two broadcasts and an
+    ordinary message go out, and everyone leaves: a flow that mixes the two. ``order``
+    gets the names in the order the set gave them."""
+    room = set()
+    server = await serve(registration(room), name="room")
+    clients = [await connect(server, name=name) for name in names]
+    await eventually(lambda: len(room) == len(clients), "everyone in the room")
+    if order is not None:
+        order += [peer.name for peer in room]
+    broadcast(room, "hello, everyone")
+    [first] = [peer for peer in room if peer.name == names[0]]
+    await first.send("just for you")
+    broadcast(room, b"\x01\x02")
+    for client in clients:
+        for _ in range(3 if client is clients[0] else 2):
+            await client.recv()
+    for client in clients:
+        await client.close()
+    await wait_for_handlers(server)
+    return server.flow
+
+
+async def test_a_set_based_registry_draws_the_same_diagram_on_every_run():
+    diagrams = []
+    for _ in range(3):
+        order: list[str] = []
+        flow = await chat_with_broadcasts(order=order)
+        diagrams.append(flow.sequence())
+        # The record keeps the order broadcast() wrote in, which is the set's...
+        for entry in flow.entries:
+            if isinstance(entry, Broadcast):
+                assert [who[2] for who in entry.recipients] == order
+    first = diagrams[0]
+    for other in diagrams[1:]:
+        assert (other.text, other.mermaid, other.svg) == (first.text, first.mermaid, first.svg)
+    lanes = "alice, bob, carol, dave, erin, frank"
+    assert f"server → {lanes}: “hello, everyone” · 15 B" in first.text
+    assert f"server → {lanes}: binary 01 02 · 2 B" in first.text  # ...the diagram, the lanes'
+
+
+async def test_a_broadcast_is_one_step_in_each_form():
+    flow = await chat_with_broadcasts(("alice", "bob"))
+    diagram = flow.sequence()
+    lines = diagram.text.splitlines()
+    assert lines[2:5] == [
+        "server → alice, bob: “hello, everyone” · 15 B",
+        "server → alice: “just for you” · 12 B",
+        "server → alice, bob: binary 01 02 · 2 B",
+    ]
+    mermaid = diagram.mermaid.splitlines()
+    start = mermaid.index("    par broadcast")
+    assert mermaid[start : start + 5] == [
+        "    par broadcast",
+        "        p2->>p0: “hello, everyone” · 15 B",
+        "    and",
+        "        p2->>p1: “hello, everyone” · 15 B",
+        "    end",
+    ]
+    svg = ElementTree.fromstring(diagram.svg)
+    heads = [element for element in svg.iter("{http://www.w3.org/2000/svg}polygon")]
+    assert len(heads) == 2 + 1 + 2 + 4  # an arrowhead per recipient, and per close frame
+
+
+async def test_a_broadcast_to_many_counts_the_others():
+    names = [f"client-{number}" for number in range(1, 11)]
+    flow = await chat_with_broadcasts(names)
+    diagram = flow.sequence(lanes=4)
+    assert diagram.lanes == ["client-1", "client-2", "client-3", "other clients", "server"]
+    text = "server → client-1, client-2, client-3 and 7 others: “hello, everyone” · 15 B"
+    assert text in diagram.text
+    assert "p4->>p3: 7 others: “hello, everyone” · 15 B" in diagram.mermaid
+    assert "(and 7 others)" in diagram.svg
+    summary = flow.sequence(limit=4).text
+    assert "[… 21 more messages, 26 other steps …]" in summary  # each delivery counted
+
+
+async def test_every_view_copes_with_a_flow_that_mixes_broadcasts_and_messages():
+    flow = await chat_with_broadcasts(("alice", "bob", "carol"))
+    ElementTree.fromstring(flow.sequence().svg)
+    per_delivery = flow.table()
+    assert list(per_delivery.columns) == tables.COLUMNS
+    sent = per_delivery[(per_delivery.kind == "message") & (per_delivery["at"] == "server")]
+    assert list(sent["to"]) == ["alice", "bob", "carol", "alice", "alice", "bob", "carol"]
+    assert len(per_delivery) == len(flow) == len(flow.events)
+    per_broadcast = flow.table(per="broadcast")
+    assert list(per_broadcast.columns) == tables.BROADCAST_COLUMNS
+    rows = per_broadcast[per_broadcast.kind == "broadcast"]
+    assert list(rows["to"]) == ["alice, bob, carol"] * 2
+    assert list(rows["recipients"]) == [3, 3] and list(rows["skipped"]) == [0, 0]
+    assert len(per_broadcast) == len(per_delivery) - 4  # two rows stand for six
+    assert list(flow.stats()["server→client"]) == [3, 2, 2]
+    figure = flow.timeline()
+    assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == [
+        "alice", "bob", "carol", "server"
+    ]  # fmt: skip
+    assert len(figure.axes[0].collections[0].get_segments()) == 7  # every receipt joined
+    assert "on 3 connections" in repr(flow.live())
+    with pytest.raises(ValueError, match='per must be "delivery" or "broadcast"'):
+        flow.table(per="message")

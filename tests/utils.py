@@ -91,3 +91,28 @@ def execute(client, code: str) -> dict[str, str]:
     reply = client.execute_interactive(textwrap.dedent(code), output_hook=collect, timeout=60)
     assert reply["content"]["status"] == "ok", reply["content"]
     return streams
+
+
+def every_view(flow):
+    """Draw ``flow`` in every way the kit can, checking that the views agree on what it holds:
+    for a flow that something odd went into, where a view could raise. Returns the diagram."""
+    import xml.etree.ElementTree as ElementTree
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    from wspatterns.flow import Broadcast
+
+    diagram = flow.sequence()
+    ElementTree.fromstring(diagram.svg)
+    assert diagram.mermaid.startswith("sequenceDiagram") and diagram.text
+    assert len(flow.table()) == len(flow) == len(flow.events)
+    folded = sum(len(entry) - 1 for entry in flow.entries if isinstance(entry, Broadcast))
+    assert len(flow.table(per="broadcast")) == len(flow) - folded
+    connections = {end.who[0] for end in flow.totals}
+    assert set(flow.stats().index) == connections
+    pyplot.close(flow.timeline())
+    assert f"on {len(connections)} connection" in repr(flow.live())
+    return diagram

@@ -11,7 +11,7 @@ from wspatterns import Flow, connect, serve, serve_in_thread
 from wspatterns.flow import FANOUT, Broadcast, merge
 from wspatterns.patterns import registration
 
-from .utils import MS, crashed_server, echo, eventually, every_view
+from .utils import MS, crashed_server, echo, ended, eventually, every_view
 
 
 def kinds(flow: Flow, at: str | None = None) -> list[tuple]:
@@ -24,7 +24,7 @@ async def test_each_end_records_open_messages_close_and_end():
     async with connect(server) as websocket:
         await websocket.send("hello")
         assert await websocket.recv() == "hello"
-    await asyncio.sleep(10 * MS)
+    await ended(server.flow)
     assert kinds(server.flow, "client") == [
         ("open", None, "client"),
         ("message", "client", "client"),
@@ -133,8 +133,7 @@ async def test_broadcast_frames_are_recorded():
     room = set()
     server = await serve(registration(room))
     clients = [await connect(server) for _ in range(3)]
-    while len(room) < 3:
-        await asyncio.sleep(MS)
+    await eventually(lambda: len(room) == 3, "three clients in the room")
     broadcast(room, "news")  # writes frames without calling send()
     assert [await client.recv() for client in clients] == ["news"] * 3
     sent = {e.client for e in server.flow.events if e.kind == "message" and e.at == "server"}
@@ -149,7 +148,7 @@ async def test_a_client_the_kit_did_not_make_is_recorded_by_the_server():
     async with raw_connect(server.url, proxy=None) as websocket:
         await websocket.send("plain")
         assert await websocket.recv() == "plain"
-    await asyncio.sleep(10 * MS)
+    await ended(server.flow)
     assert {e.at for e in server.flow.events} == {"server"}
     assert [e.kind for e in server.flow.events] == [
         "open", "message", "message", "close", "close", "end"
@@ -262,10 +261,10 @@ async def test_a_handshake_request_split_over_packets_is_still_recorded():
     for start in range(0, len(request), 20):  # twenty bytes at a time
         writer.write(request[start : start + 20])
         await writer.drain()
-        await asyncio.sleep(MS)
+        await asyncio.sleep(MS)  # a stimulus: each piece reaches the server on its own
     assert (await reader.readline()).startswith(b"HTTP/1.1 101")
     writer.close()
-    await asyncio.sleep(20 * MS)
+    await ended(server.flow)  # nothing more can be recorded on it
     opens = [e for e in server.flow.events if e.kind == "open"]
     assert [(e.client, e.detail) for e in opens] == [("client-1", "/split")]
 

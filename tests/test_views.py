@@ -1,4 +1,3 @@
-import asyncio
 import html
 import math
 import xml.etree.ElementTree as ElementTree
@@ -13,7 +12,7 @@ from wspatterns.flow import Broadcast, labels, tables
 from wspatterns.patterns import registration
 from wspatterns.waiting import wait_for_handlers
 
-from .utils import MS, crashed_server, echo, eventually, execute
+from .utils import crashed_server, echo, ended, eventually, execute
 
 matplotlib.use("Agg")
 
@@ -24,7 +23,7 @@ async def echo_flow(*messages, name="echo") -> Flow:
         for message in messages:
             await websocket.send(message)
             await websocket.recv()
-    await asyncio.sleep(10 * MS)  # let both ends record the end of the connection
+    await ended(server.flow)
     return server.flow
 
 
@@ -116,15 +115,15 @@ async def test_a_connection_lost_without_closing_is_noted():
     server = await serve(echo)
     websocket = await raw_connect(server.url, proxy=None)
     websocket.transport.abort()
-    await asyncio.sleep(20 * MS)
+    await ended(server.flow)
     assert "[connection lost (1006, no closing handshake)]" in server.flow.sequence().text
 
 
 def test_dropped_events_are_announced():
     flow = Flow(cap=3)
-    for number in range(5):
-        flow._records.append(_record(number))
-    flow._ends.append(_totals(5))
+    client = flow.end(1, "server", "client-1", "client")
+    for _ in range(5):
+        client.message("client", "x")
     assert "… 2 earlier events dropped (this flow keeps 3) …" in flow.sequence().text
 
 
@@ -200,9 +199,9 @@ async def test_stats_leave_latency_empty_when_only_one_end_recorded():
 
 def test_stats_counts_stay_exact_past_the_cap():
     flow = Flow(cap=2)
-    for number in range(5):
-        flow._records.append(_record(number))
-    flow._ends.append(_totals(5))
+    client = flow.end(1, "server", "client-1", "client")
+    for _ in range(5):
+        client.message("client", "x")
     assert flow.stats().loc[1]["client→server"] == 5
 
 
@@ -217,29 +216,15 @@ async def test_timeline_draws_a_lane_each_and_joins_pairs():
     assert len(axes.collections[0].get_segments()) == 4  # 2 messages each way, both ends
 
 
-def test_live_view_does_nothing_outside_a_notebook():
-    view = Flow().live()
-    assert view._task is None and view._handle is None
+async def test_live_view_does_nothing_outside_a_notebook():
+    view = Flow().live()  # with a running loop, where it could start redrawing
+    assert not view.running and view.updates == 0
     view.stop()
 
 
 def test_live_view_refuses_to_redraw_too_often():
     with pytest.raises(ValueError, match="between 0 and 10"):
         Flow().live(rate=30)
-
-
-# Hand-made records, for the cap
-
-
-def _record(number: int) -> tuple:
-    meta = ("message", (1, "server", "client-1", "client"), "client", "text")
-    return (number, meta, 1, b"x")
-
-
-def _totals(count: int):
-    totals = Flow().end(1, "server", "client-1", "client")
-    totals.sent = count
-    return totals
 
 
 def test_live_view_redraws_in_a_notebook_at_most_rate_times_a_second(kernel):
@@ -273,8 +258,7 @@ async def test_svg_lanes_widen_so_an_error_note_and_a_close_reason_are_not_cut()
         async for message in websocket:
             raise ValueError(f"cannot take {message!r}")
 
-    server = await serve(picky)
-    server._quiet = True
+    server = await serve(picky, quiet=True)
     async with connect(server) as websocket:
         await websocket.send("x")
         await websocket.wait_closed()

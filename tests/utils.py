@@ -28,6 +28,15 @@ async def eventually(condition, what: str = "", timeout: float = BOUND) -> None:
         raise AssertionError(f"waited {timeout:g} s for {what}" if what else str(exc)) from None
 
 
+async def ended(flow) -> None:
+    """Wait until every end of every connection in ``flow`` has recorded the end of its
+    connection (each end records it when its TCP connection is gone)."""
+    await eventually(
+        lambda: sum(event.kind == "end" for event in flow.events) == len(flow.totals),
+        "every end of every connection to record its end",
+    )
+
+
 async def echo(websocket):
     async for message in websocket:
         await websocket.send(message)

@@ -8,10 +8,10 @@ from websockets.asyncio.server import broadcast
 from websockets.frames import Frame, Opcode
 
 from wspatterns import Flow, connect, serve, serve_in_thread
-from wspatterns.flow import merge
+from wspatterns.flow import FANOUT, Broadcast, merge
 from wspatterns.patterns import registration
 
-from .utils import MS, crashed_server, echo
+from .utils import MS, crashed_server, echo, ended, eventually, every_view
 
 
 def kinds(flow: Flow, at: str | None = None) -> list[tuple]:
@@ -24,7 +24,7 @@ async def test_each_end_records_open_messages_close_and_end():
     async with connect(server) as websocket:
         await websocket.send("hello")
         assert await websocket.recv() == "hello"
-    await asyncio.sleep(10 * MS)
+    await ended(server.flow)
     assert kinds(server.flow, "client") == [
         ("open", None, "client"),
         ("message", "client", "client"),
@@ -133,13 +133,14 @@ async def test_broadcast_frames_are_recorded():
     room = set()
     server = await serve(registration(room))
     clients = [await connect(server) for _ in range(3)]
-    while len(room) < 3:
-        await asyncio.sleep(MS)
+    await eventually(lambda: len(room) == 3, "three clients in the room")
     broadcast(room, "news")  # writes frames without calling send()
     assert [await client.recv() for client in clients] == ["news"] * 3
     sent = {e.client for e in server.flow.events if e.kind == "message" and e.at == "server"}
     received = {e.client for e in server.flow.events if e.kind == "message" and e.at == "client"}
     assert sent == received == {"client-1", "client-2", "client-3"}
+    for client in clients:
+        await client.close()
 
 
 async def test_a_client_the_kit_did_not_make_is_recorded_by_the_server():
@@ -147,7 +148,7 @@ async def test_a_client_the_kit_did_not_make_is_recorded_by_the_server():
     async with raw_connect(server.url, proxy=None) as websocket:
         await websocket.send("plain")
         assert await websocket.recv() == "plain"
-    await asyncio.sleep(10 * MS)
+    await ended(server.flow)
     assert {e.at for e in server.flow.events} == {"server"}
     assert [e.kind for e in server.flow.events] == [
         "open", "message", "message", "close", "close", "end"
@@ -260,10 +261,10 @@ async def test_a_handshake_request_split_over_packets_is_still_recorded():
     for start in range(0, len(request), 20):  # twenty bytes at a time
         writer.write(request[start : start + 20])
         await writer.drain()
-        await asyncio.sleep(MS)
+        await asyncio.sleep(MS)  # a stimulus: each piece reaches the server on its own
     assert (await reader.readline()).startswith(b"HTTP/1.1 101")
     writer.close()
-    await asyncio.sleep(20 * MS)
+    await ended(server.flow)  # nothing more can be recorded on it
     opens = [e for e in server.flow.events if e.kind == "open"]
     assert [(e.client, e.detail) for e in opens] == [("client-1", "/split")]
 
@@ -308,3 +309,217 @@ def test_merge_numbers_separate_flows_apart():
         ("b", 2),
     ]
     assert merged.new_connection() == 3
+
+
+# Broadcasts, recorded once
+
+
+async def room_of(count, *, names=(), flow=None, name="room", **options):
+    """A kit server running the seed's registration handler with a set, and ``count``
+    clients in it: the kit's if ``names`` are given, plain websockets ones otherwise."""
+    room = set()
+    server = await serve(registration(room), name=name, flow=flow, **options)
+    if names:
+        clients = [await connect(server, name=each, **options) for each in names]
+    else:
+        clients = []
+        for start in range(0, count, 100):  # in batches, within the listening backlog
+            batch = range(start, min(start + 100, count))
+            opening = (raw_connect(server.url, proxy=None, **options) for _ in batch)
+            clients += await asyncio.gather(*opening)
+    await eventually(lambda: len(room) == len(clients), "every client in the room")
+    return server, room, clients
+
+
+def broadcasts(flow: Flow) -> list[Broadcast]:
+    return [entry for entry in flow.entries if isinstance(entry, Broadcast)]
+
+
+async def close_all(clients) -> None:
+    await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_a_broadcast_to_1000_connections_is_stored_as_one_record():
+    server, room, clients = await room_of(1000, compression=None)
+    events_before = len(server.flow)
+    broadcast(room, "to everyone")
+    [record] = broadcasts(server.flow)
+    assert sorted(record.connections) == sorted(peer.recorder.who[0] for peer in room)
+    assert (record.type, record.size, record.head) == ("text", 11, b"to everyone")
+    assert len(server.flow.entries) == events_before + 1  # one entry…
+    assert len(server.flow) == server.flow.recorded == events_before + 1000  # …for 1000 events
+    await close_all(clients)
+
+
+async def test_each_delivery_counts_and_pairs_with_its_receipt():
+    server, room, clients = await room_of(3, names=["alice", "bob", "carol"])
+    broadcast(room, "one")
+    broadcast(room, b"\x00two")
+    [alice_on_server] = [peer for peer in room if peer.name == "alice"]
+    await alice_on_server.send("three")  # an ordinary message between broadcasts
+    broadcast(room, "four!")
+    for client in clients:
+        assert [await client.recv() for _ in range(3 if client.name != "alice" else 4)]
+    await close_all(clients)
+    stats = server.flow.stats()
+    assert list(stats["server→client"]) == [4, 3, 3]
+    assert list(stats["bytes server→client"]) == [3 + 4 + 5 + 5, 3 + 4 + 5, 3 + 4 + 5]
+    assert list(stats["latency pairs"]) == [4, 3, 3]  # each receipt paired with its delivery
+    assert len(broadcasts(server.flow)) == 3
+    sent = [e for e in server.flow.events if e.at == "server" and e.kind == "message"]
+    assert [(e.client, e.index) for e in sent if e.broadcast is None] == [("alice", 2)]
+    assert [e.index for e in sent if e.client == "bob"] == [0, 1, 2]
+
+
+async def test_sends_of_one_bytes_object_in_a_loop_are_messages_not_a_broadcast():
+    server, room, clients = await room_of(3, names=["alice", "bob", "carol"])
+    payload = b"the same object"
+    for peer in sorted(room, key=lambda peer: peer.name):
+        await peer.send(payload)  # nothing recorded in between, but no broadcast() either
+    for client in clients:
+        assert await client.recv() == payload
+    await close_all(clients)
+    assert broadcasts(server.flow) == []
+    sent = [e for e in server.flow.events if e.at == "server" and e.kind == "message"]
+    assert [e.client for e in sent] == ["alice", "bob", "carol"]
+
+
+async def test_two_broadcasts_of_one_bytes_object_in_a_row_are_two():
+    server, room, clients = await room_of(3, names=["alice", "bob", "carol"])
+    chunk = bytes(100)
+    broadcast(room, chunk)
+    broadcast(room, chunk)
+    await close_all(clients)
+    assert [len(record.connections) for record in broadcasts(server.flow)] == [3, 3]
+
+
+async def test_a_connection_that_closed_is_recorded_as_skipped():
+    server, room, clients = await room_of(3, names=["alice", "bob", "carol"])
+    peers = sorted(room, key=lambda peer: peer.name)  # a list: carol stays in it
+    await clients[2].close()
+    await eventually(lambda: peers[2].state.name == "CLOSED", "carol's connection closed")
+    broadcast(peers, "who is left?")
+    [record] = broadcasts(server.flow)
+    assert [who[2] for who in record.recipients] == ["alice", "bob"]
+    assert [(who[2], why) for who, why in record.skipped] == [("carol", "closed")]
+    [skip] = [e for e in server.flow.events if e.kind == "skipped"]
+    assert (skip.client, skip.detail, skip.broadcast) == ("carol", "closed", record.seq)
+    assert "broadcast() skipped carol (closed)" in every_view(server.flow).text
+    await close_all(clients[:2])
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (2, 1, 0)])  # alice, who is sent to:
+async def test_a_connection_closing_or_sending_fragments_is_recorded_as_skipped(order):
+    server, room, clients = await room_of(3, names=["alice", "bob", "carol"])
+    peers = sorted(room, key=lambda peer: peer.name)
+    alice, bob, carol = peers  # alice first, in the middle, last:
+    in_order = [peers[number] for number in order]
+    clients[2].transport.pause_reading()  # carol will not answer the close frame for now
+    closing = asyncio.create_task(carol.close())
+    await eventually(lambda: carol.state.name == "CLOSING", "carol's connection closing")
+    second_part = asyncio.Event()
+
+    async def two_parts():
+        yield "first part, "
+        await second_part.wait()
+        yield "second part"
+
+    sending = asyncio.create_task(bob.send(two_parts()))
+    await eventually(lambda: "server" in bob.recorder.partial, "bob's first fragment out")
+    with pytest.raises(ExceptionGroup):  # websockets says so for bob, not for carol
+        broadcast(in_order, "news", raise_exceptions=True)
+    second_part.set()
+    await sending
+    clients[2].transport.resume_reading()
+    await closing
+    broadcast(room, "later")  # everyone open again (carol is gone from the room)
+    first, later = broadcasts(server.flow)
+    assert [who[2] for who in first.recipients] == ["alice"]
+    assert sorted((who[2], why) for who, why in first.skipped) == [
+        ("bob", "sending a fragmented message"),
+        ("carol", "closing"),
+    ]
+    assert sorted(who[2] for who in later.recipients) == ["alice", "bob"]
+    assert later.skipped == []
+    assert type(bob) is type(alice)  # back to its own class, like a connection never skipped
+    every_view(server.flow)
+    await close_all(clients[:2])
+
+
+async def test_a_broadcast_that_skips_everyone_is_recorded_once():
+    server, room, clients = await room_of(2, names=["alice", "bob"])
+    peers = list(room)
+    await close_all(clients)
+    await eventually(lambda: {peer.state.name for peer in peers} == {"CLOSED"}, "both closed")
+    before = server.flow.recorded
+    broadcast(peers, "anyone?")
+    broadcast(set(), "nobody")  # an empty set: nothing happens, nothing is recorded
+    assert server.flow.recorded == before + 2
+    [record] = broadcasts(server.flow)
+    assert record.recipients == [] and len(record.skipped) == 2
+    text = every_view(server.flow).text
+    assert "broadcast() skipped alice, bob (closed): “anyone?” · 7 B" in text
+
+
+async def test_one_broadcast_to_the_connections_of_two_servers_sharing_a_flow():
+    flow = Flow()
+    first, first_room, first_clients = await room_of(2, names=["a1", "a2"], flow=flow, name="one")
+    second, second_room, second_clients = await room_of(
+        2, names=["b1", "b2"], flow=flow, name="two"
+    )
+    broadcast(first_room | second_room, "to both")
+    await close_all(first_clients + second_clients)
+    [record] = broadcasts(flow)
+    assert record.servers == ["one", "two"]
+    assert sorted((who[1], who[2]) for who in record.recipients) == [
+        ("one", "a1"), ("one", "a2"), ("two", "b1"), ("two", "b2")
+    ]  # fmt: skip
+    text = every_view(flow).text
+    assert "one → a1, a2: “to both” · 7 B" in text and "two → b1, b2: “to both” · 7 B" in text
+
+
+async def test_empty_and_binary_broadcasts_are_recorded_as_such():
+    server, room, clients = await room_of(2, names=["alice", "bob"])
+    broadcast(room, "")
+    broadcast(room, b"\x00\xff" * 100)
+    await close_all(clients)
+    empty, binary = broadcasts(server.flow)
+    assert (empty.type, empty.size, empty.head) == ("text", 0, b"")
+    assert (binary.type, binary.size, binary.head) == ("binary", 200, b"\x00\xff" * 24)
+    text = every_view(server.flow).text
+    assert "server → alice, bob: “” · 0 B" in text
+    assert "server → alice, bob: binary 00 ff 00 ff 00 ff … · 200 B" in text
+
+
+async def test_broadcasts_weigh_against_the_cap_a_little():
+    flow = Flow(cap=40)
+    server, room, clients = await room_of(100, flow=flow, compression=None)
+    assert flow.dropped > 0  # the 200 opening events alone overflow it
+    for number in range(20):
+        broadcast(room, f"tick {number}")
+    kept = broadcasts(flow)
+    weight = 1 + 100 // FANOUT  # each weighs one record, and one more per FANOUT deliveries
+    assert len(kept) == flow.cap // weight
+    assert [record.head for record in kept][-1] == b"tick 19"
+    assert len(flow) + flow.dropped == flow.recorded
+    assert f"{flow.dropped:,} earlier events dropped" in every_view(flow).text
+    await close_all(clients)
+
+
+async def test_merge_carries_broadcasts_across_processes():
+    here = Flow()
+    there = Flow(token=here.token)  # as a worker process started from here would have
+    server, room, clients = await room_of(0, flow=there)
+    clients = [await connect(server.url, name=name, flow=here) for name in ("alice", "bob")]
+    raw = await raw_connect(server.url, proxy=None)  # a connection only the server records
+    await eventually(lambda: len(room) == 3, "three in the room")
+    broadcast(room, "from far")
+    for client in (*clients, raw):
+        assert await client.recv() == "from far"
+    await close_all([*clients, raw])
+    merged = merge(here, there.export())
+    [record] = broadcasts(merged)
+    assert sorted(who[2] for who in record.recipients) == ["alice", "bob", "client-1"]
+    assert merged.stats()["latency pairs"].sum() == 2  # alice's and bob's receipts, paired
+    text = merged.sequence().text
+    assert text.count("“from far”") == 1  # one fan-out, both ends' records of it

@@ -1,4 +1,3 @@
-import asyncio
 import html
 import math
 import xml.etree.ElementTree as ElementTree
@@ -6,11 +5,14 @@ import xml.etree.ElementTree as ElementTree
 import matplotlib
 import pytest
 from websockets.asyncio.client import connect as raw_connect
+from websockets.asyncio.server import broadcast
 
 from wspatterns import Event, Flow, connect, serve
-from wspatterns.flow import labels, tables
+from wspatterns.flow import Broadcast, labels, tables
+from wspatterns.patterns import registration
+from wspatterns.waiting import wait_for_handlers
 
-from .utils import MS, crashed_server, echo, execute
+from .utils import crashed_server, echo, ended, eventually, execute
 
 matplotlib.use("Agg")
 
@@ -21,7 +23,7 @@ async def echo_flow(*messages, name="echo") -> Flow:
         for message in messages:
             await websocket.send(message)
             await websocket.recv()
-    await asyncio.sleep(10 * MS)  # let both ends record the end of the connection
+    await ended(server.flow)
     return server.flow
 
 
@@ -113,15 +115,15 @@ async def test_a_connection_lost_without_closing_is_noted():
     server = await serve(echo)
     websocket = await raw_connect(server.url, proxy=None)
     websocket.transport.abort()
-    await asyncio.sleep(20 * MS)
+    await ended(server.flow)
     assert "[connection lost (1006, no closing handshake)]" in server.flow.sequence().text
 
 
 def test_dropped_events_are_announced():
     flow = Flow(cap=3)
-    for number in range(5):
-        flow._records.append(_record(number))
-    flow._ends.append(_totals(5))
+    client = flow.end(1, "server", "client-1", "client")
+    for _ in range(5):
+        client.message("client", "x")
     assert "… 2 earlier events dropped (this flow keeps 3) …" in flow.sequence().text
 
 
@@ -197,9 +199,9 @@ async def test_stats_leave_latency_empty_when_only_one_end_recorded():
 
 def test_stats_counts_stay_exact_past_the_cap():
     flow = Flow(cap=2)
-    for number in range(5):
-        flow._records.append(_record(number))
-    flow._ends.append(_totals(5))
+    client = flow.end(1, "server", "client-1", "client")
+    for _ in range(5):
+        client.message("client", "x")
     assert flow.stats().loc[1]["client→server"] == 5
 
 
@@ -214,29 +216,15 @@ async def test_timeline_draws_a_lane_each_and_joins_pairs():
     assert len(axes.collections[0].get_segments()) == 4  # 2 messages each way, both ends
 
 
-def test_live_view_does_nothing_outside_a_notebook():
-    view = Flow().live()
-    assert view._task is None and view._handle is None
+async def test_live_view_does_nothing_outside_a_notebook():
+    view = Flow().live()  # with a running loop, where it could start redrawing
+    assert not view.running and view.updates == 0
     view.stop()
 
 
 def test_live_view_refuses_to_redraw_too_often():
     with pytest.raises(ValueError, match="between 0 and 10"):
         Flow().live(rate=30)
-
-
-# Hand-made records, for the cap
-
-
-def _record(number: int) -> tuple:
-    meta = ("message", (1, "server", "client-1", "client"), "client", "text")
-    return (number, meta, 1, b"x", number)
-
-
-def _totals(count: int):
-    totals = Flow().end(1, "server", "client-1", "client")
-    totals.sent = count
-    return totals
 
 
 def test_live_view_redraws_in_a_notebook_at_most_rate_times_a_second(kernel):
@@ -270,8 +258,7 @@ async def test_svg_lanes_widen_so_an_error_note_and_a_close_reason_are_not_cut()
         async for message in websocket:
             raise ValueError(f"cannot take {message!r}")
 
-    server = await serve(picky)
-    server._quiet = True
+    server = await serve(picky, quiet=True)
     async with connect(server) as websocket:
         await websocket.send("x")
         await websocket.wait_closed()
@@ -301,3 +288,111 @@ async def test_order_puts_the_lanes_named_first():
     assert server.flow.sequence(order=["server", "bob"]).lanes == ["server", "bob", "alice"]
     with pytest.raises(ValueError, match="no lane 'carol'; the lanes are: alice, bob, server"):
         server.flow.sequence(order=["carol"])
+
+
+# Broadcasts
+
+
+NAMES = ("alice", "bob", "carol", "dave", "erin", "frank")
+
+
+async def chat_with_broadcasts(names=NAMES, *, order: list | None = None) -> Flow:
+    """The seed's registration handler with a set; each client joins, two broadcasts and an
+    ordinary message go out, and everyone leaves: a flow that mixes the two. ``order``
+    gets the names in the order the set gave them."""
+    room = set()
+    server = await serve(registration(room), name="room")
+    clients = [await connect(server, name=name) for name in names]
+    await eventually(lambda: len(room) == len(clients), "everyone in the room")
+    if order is not None:
+        order += [peer.name for peer in room]
+    broadcast(room, "hello, everyone")
+    [first] = [peer for peer in room if peer.name == names[0]]
+    await first.send("just for you")
+    broadcast(room, b"\x01\x02")
+    for client in clients:
+        for _ in range(3 if client is clients[0] else 2):
+            await client.recv()
+    for client in clients:
+        await client.close()
+    await wait_for_handlers(server)
+    return server.flow
+
+
+async def test_a_set_based_registry_draws_the_same_diagram_on_every_run():
+    diagrams = []
+    for _ in range(3):
+        order: list[str] = []
+        flow = await chat_with_broadcasts(order=order)
+        diagrams.append(flow.sequence())
+        # The record keeps the order broadcast() wrote in, which is the set's...
+        for entry in flow.entries:
+            if isinstance(entry, Broadcast):
+                assert [who[2] for who in entry.recipients] == order
+    first = diagrams[0]
+    for other in diagrams[1:]:
+        assert (other.text, other.mermaid, other.svg) == (first.text, first.mermaid, first.svg)
+    lanes = "alice, bob, carol, dave, erin, frank"
+    assert f"server → {lanes}: “hello, everyone” · 15 B" in first.text
+    assert f"server → {lanes}: binary 01 02 · 2 B" in first.text  # ...the diagram, the lanes'
+
+
+async def test_a_broadcast_is_one_step_in_each_form():
+    flow = await chat_with_broadcasts(("alice", "bob"))
+    diagram = flow.sequence()
+    lines = diagram.text.splitlines()
+    assert lines[2:5] == [
+        "server → alice, bob: “hello, everyone” · 15 B",
+        "server → alice: “just for you” · 12 B",
+        "server → alice, bob: binary 01 02 · 2 B",
+    ]
+    mermaid = diagram.mermaid.splitlines()
+    start = mermaid.index("    par broadcast")
+    assert mermaid[start : start + 5] == [
+        "    par broadcast",
+        "        p2->>p0: “hello, everyone” · 15 B",
+        "    and",
+        "        p2->>p1: “hello, everyone” · 15 B",
+        "    end",
+    ]
+    svg = ElementTree.fromstring(diagram.svg)
+    heads = [element for element in svg.iter("{http://www.w3.org/2000/svg}polygon")]
+    assert len(heads) == 2 + 1 + 2 + 4  # an arrowhead per recipient, and per close frame
+
+
+async def test_a_broadcast_to_many_counts_the_others():
+    names = [f"client-{number}" for number in range(1, 11)]
+    flow = await chat_with_broadcasts(names)
+    diagram = flow.sequence(lanes=4)
+    assert diagram.lanes == ["client-1", "client-2", "client-3", "other clients", "server"]
+    text = "server → client-1, client-2, client-3 and 7 others: “hello, everyone” · 15 B"
+    assert text in diagram.text
+    assert "p4->>p3: 7 others: “hello, everyone” · 15 B" in diagram.mermaid
+    assert "(and 7 others)" in diagram.svg
+    summary = flow.sequence(limit=4).text
+    assert "[… 21 more messages, 26 other steps …]" in summary  # each delivery counted
+
+
+async def test_every_view_copes_with_a_flow_that_mixes_broadcasts_and_messages():
+    flow = await chat_with_broadcasts(("alice", "bob", "carol"))
+    ElementTree.fromstring(flow.sequence().svg)
+    per_delivery = flow.table()
+    assert list(per_delivery.columns) == tables.COLUMNS
+    sent = per_delivery[(per_delivery.kind == "message") & (per_delivery["at"] == "server")]
+    assert list(sent["to"]) == ["alice", "bob", "carol", "alice", "alice", "bob", "carol"]
+    assert len(per_delivery) == len(flow) == len(flow.events)
+    per_broadcast = flow.table(per="broadcast")
+    assert list(per_broadcast.columns) == tables.BROADCAST_COLUMNS
+    rows = per_broadcast[per_broadcast.kind == "broadcast"]
+    assert list(rows["to"]) == ["alice, bob, carol"] * 2
+    assert list(rows["recipients"]) == [3, 3] and list(rows["skipped"]) == [0, 0]
+    assert len(per_broadcast) == len(per_delivery) - 4  # two rows stand for six
+    assert list(flow.stats()["server→client"]) == [3, 2, 2]
+    figure = flow.timeline()
+    assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == [
+        "alice", "bob", "carol", "server"
+    ]  # fmt: skip
+    assert len(figure.axes[0].collections[0].get_segments()) == 7  # every receipt joined
+    assert "on 3 connections" in repr(flow.live())
+    with pytest.raises(ValueError, match='per must be "delivery" or "broadcast"'):
+        flow.table(per="message")

@@ -28,6 +28,15 @@ async def eventually(condition, what: str = "", timeout: float = BOUND) -> None:
         raise AssertionError(f"waited {timeout:g} s for {what}" if what else str(exc)) from None
 
 
+async def ended(flow) -> None:
+    """Wait until every end of every connection in ``flow`` has recorded the end of its
+    connection (each end records it when its TCP connection is gone)."""
+    await eventually(
+        lambda: sum(event.kind == "end" for event in flow.events) == len(flow.totals),
+        "every end of every connection to record its end",
+    )
+
+
 async def echo(websocket):
     async for message in websocket:
         await websocket.send(message)
@@ -91,3 +100,28 @@ def execute(client, code: str) -> dict[str, str]:
     reply = client.execute_interactive(textwrap.dedent(code), output_hook=collect, timeout=60)
     assert reply["content"]["status"] == "ok", reply["content"]
     return streams
+
+
+def every_view(flow):
+    """Draw ``flow`` in every way the kit can, checking that the views agree on what it holds:
+    for a flow that something odd went into, where a view could raise. Returns the diagram."""
+    import xml.etree.ElementTree as ElementTree
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    from wspatterns.flow import Broadcast
+
+    diagram = flow.sequence()
+    ElementTree.fromstring(diagram.svg)
+    assert diagram.mermaid.startswith("sequenceDiagram") and diagram.text
+    assert len(flow.table()) == len(flow) == len(flow.events)
+    folded = sum(len(entry) - 1 for entry in flow.entries if isinstance(entry, Broadcast))
+    assert len(flow.table(per="broadcast")) == len(flow) - folded
+    connections = {end.who[0] for end in flow.totals}
+    assert set(flow.stats().index) == connections
+    pyplot.close(flow.timeline())
+    assert f"on {len(connections)} connection" in repr(flow.live())
+    return diagram

@@ -9,8 +9,11 @@ websockets moves one, this is the only file to change, and the kit's tests
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
+from types import FrameType
 
+from websockets.asyncio.connection import broadcast as ws_broadcast
 from websockets.asyncio.server import Server as WebSocketsServer
 from websockets.asyncio.server import ServerConnection
 from websockets.client import ClientProtocol
@@ -98,3 +101,48 @@ def stop_listening_now(server: WebSocketsServer) -> None:
         connection.transport.abort()
     for task in handler_tasks(server):
         task.cancel()
+
+
+# Telling a broadcast() pass from other sends, for the recorder (flow/recorder.py)
+
+_BROADCAST = ws_broadcast.__code__
+
+
+def inside_broadcast(frames: int) -> bool:
+    """True if websockets' ``broadcast()`` is among the ``frames`` callers above the caller.
+
+    Why: a frame written by ``broadcast()`` looks like any other to an extension; only
+    the stack says where it came from. An extension's ``encode`` is called, in 17.4,
+    by ``Frame.serialize``, ``Protocol.send_frame`` and ``Protocol.send_text`` (or
+    ``send_binary``), which ``broadcast()`` calls. Called once per ``broadcast()``
+    call, not once per delivery: looking up the stack costs about a microsecond.
+    """
+    frame: FrameType | None = sys._getframe(2)  # the caller's caller
+    for _ in range(frames):
+        if frame is None:
+            return False
+        if frame.f_code is _BROADCAST:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def broadcast_message() -> tuple[bytes, bool] | None:
+    """The message a ``broadcast()`` is writing, and whether as text, if it called our caller.
+
+    Why: ``broadcast()`` skips a connection that is not open, or that is in the
+    middle of a fragmented message, after reading ``connection.protocol`` and
+    nothing else of it; a property in its place (see ``Recording``) sees that
+    read, and this finds the message among ``broadcast()``'s local variables
+    (``message``, already encoded, and ``send_method``, in 17.4).
+    """
+    frame = sys._getframe(2)  # the caller's caller
+    if frame is None or frame.f_code is not _BROADCAST:
+        return None
+    names = frame.f_locals
+    message = names.get("message")
+    if not isinstance(message, bytes | bytearray | memoryview):
+        return None
+    return bytes(message) if type(message) is not bytes else message, (
+        names.get("send_method") == "send_text"
+    )

@@ -1,7 +1,11 @@
 """The flow of messages: recorded as it happens, drawn when you ask.
 
-* :mod:`~wspatterns.flow.recorder` — :class:`Event`, the :class:`EventLog` that
-  keeps them, and the :class:`Recorder` every kit connection carries;
+* :mod:`~wspatterns.flow.events` — :class:`Event` and :class:`Broadcast`, what a
+  flow holds as the views read it;
+* :mod:`~wspatterns.flow.recorder` — the :class:`EventLog` that keeps them, and
+  the :class:`Recorder` every kit connection carries;
+* :mod:`~wspatterns.flow.recording` — :class:`Recording`, what the kit's
+  connections add to websockets';
 * :mod:`~wspatterns.flow.merging` — flows of several processes joined as one;
 * the views, one module each: :mod:`~wspatterns.flow.sequence`,
   :mod:`~wspatterns.flow.timeline`, :mod:`~wspatterns.flow.tables` (``table``
@@ -14,9 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .events import HEAD, Broadcast, Event, Kind, Side
 from .live import LiveView, live
 from .merging import exported, merge_into, merged_cap
-from .recorder import CAP, HEAD, Event, EventLog, Kind, Recorder, Recording, Side
+from .recorder import CAP, FANOUT, EventLog, Recorder
+from .recording import Recording
 from .sequence import SequenceDiagram, sequence
 from .tables import stats, table
 from .timeline import timeline
@@ -43,9 +49,9 @@ class Flow(EventLog):
         """A matplotlib swimlane plot over time, sent→received pairs joined."""
         return timeline(self, **options)
 
-    def table(self) -> pandas.DataFrame:
-        """The events as a pandas DataFrame, one row per event."""
-        return table(self)
+    def table(self, **options: Any) -> pandas.DataFrame:
+        """The events as a pandas DataFrame: one row per event, or per broadcast (``per=``)."""
+        return table(self, **options)
 
     def stats(self) -> pandas.DataFrame:
         """Per connection: messages and bytes each way, rate, and latency percentiles."""
@@ -72,7 +78,9 @@ def merge(first: EventLog | dict[str, Any], *others: EventLog | dict[str, Any]) 
 
 __all__ = [
     "CAP",
+    "FANOUT",
     "HEAD",
+    "Broadcast",
     "Event",
     "EventLog",
     "Flow",

@@ -6,9 +6,11 @@ code and what the code means; clients beyond the first few share one lane.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from websockets.frames import CLOSE_CODE_EXPLANATIONS
 
-from .recorder import Event
+from .events import Broadcast, Entry, Event
 
 #: Client lanes a diagram or timeline shows; further clients share one lane.
 LANES = 6
@@ -19,9 +21,9 @@ OTHERS = "other clients"
 # Words for what an event carried
 
 
-def preview(event: Event, width: int = 20) -> str:
+def preview(event: Event | Broadcast, width: int = 20) -> str:
     """A short, printable rendering of a message's first bytes."""
-    if event.kind == "close":
+    if isinstance(event, Event) and event.kind == "close":
         meaning = "" if event.code is None else CLOSE_CODE_EXPLANATIONS.get(event.code, "")
         text = f"close {event.code}" + (f" ({meaning})" if meaning else "")
         return text + (f" “{printable(event.detail, width)}”" if event.detail else "")
@@ -50,16 +52,24 @@ def size(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def label(event: Event, width: int = 20) -> str:
-    if event.kind == "close":
+def label(event: Event | Broadcast, width: int = 20) -> str:
+    if isinstance(event, Event) and event.kind == "close":
         return preview(event, width)
     return f"{preview(event, width)} · {size(event.size)}"
 
 
-
-def server_lanes(events: list[Event]) -> dict[str, str]:
+def server_lanes(names: Iterable[str]) -> dict[str, str]:
     """Lane names for servers: just "server" when there is only one."""
-    servers = list(dict.fromkeys(event.server for event in events))
+    servers = list(dict.fromkeys(names))
     return {name: "server" if len(servers) == 1 else name for name in servers}
 
 
+def servers_in(entries: list[Entry], every: set[str]) -> list[str]:
+    """The servers of ``entries``, in the order they first appear; ``every`` is all the
+    servers of their flow (with one, no broadcast needs looking into)."""
+    names = dict.fromkeys(entry.server for entry in entries if entry.__class__ is Event)
+    for entry in entries:
+        if isinstance(entry, Broadcast):
+            # With one server there is no need to look at each recipient.
+            names.update(dict.fromkeys(every if len(every) == 1 else entry.servers))
+    return list(names)

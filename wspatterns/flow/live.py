@@ -33,6 +33,12 @@ class LiveView:
         self._handle: DisplayHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        """True while it redraws itself: in a notebook, from :meth:`start` until
+        :meth:`stop` or ``seconds`` later; never outside one."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> LiveView:
         if ipython() is None or self._handle is not None:
             return self

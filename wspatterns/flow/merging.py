@@ -8,9 +8,12 @@ become one connection again, and everything is put in the order it happened.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from .recorder import CAP, EventLog, Record
+from .events import Record
+from .recorder import CAP, EventLog, Recorder, broadcast_record
 
 
 def exported(*parts: EventLog | dict[str, Any]) -> list[dict[str, Any]]:
@@ -19,7 +22,7 @@ def exported(*parts: EventLog | dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def merged_cap(parts: list[dict[str, Any]]) -> int:
-    """Room for every event of every part, and never less than a flow's usual cap."""
+    """Room for every record of every part, and never less than a flow's usual cap."""
     return max(CAP, sum(len(part["events"]) for part in parts))
 
 
@@ -67,19 +70,47 @@ def merge_into(merged: EventLog, parts: list[dict[str, Any]]) -> None:
             connection = number(index, connection)
             end = merged.end(connection, served_by.get(connection, server), client, at)
             end.sent, end.received, end.others, end.installed = sent, received, others, True
-        for event in part["events"]:
-            _, time_ns, kind, connection, server, client, at, sender, type_ = event[:9]
-            size, head, count, code, detail = event[9:]
+        for item in part["events"]:
+            if isinstance(item, dict):
+                records.append(_broadcast(merged, item, partial(number, index)))
+                continue
+            _, time_ns, kind, connection, server, client, at, sender, type_ = item[:9]
+            size, head, _, code, detail = item[9:14]
             connection = number(index, connection)
             who = (connection, served_by.get(connection, server), client, at)
             meta = (kind, who, sender, type_)
             if kind == "message":
-                records.append((time_ns, meta, size, head.encode("latin-1"), count))
-            else:
+                records.append((time_ns, meta, size, head.encode("latin-1")))
+            elif kind != "skipped":  # skips travel inside their broadcast
                 records.append((time_ns, meta, code, detail))
     records.sort(key=lambda record: record[0])  # stable: one end's order is kept on ties
     merged.load(records, max(taken | set(renumbered.values()), default=0) + 1)
 
 
+def _broadcast(merged: EventLog, item: dict[str, Any], renumber: Callable[[int], int]) -> Record:
+    """An exported broadcast as a record of ``merged``: its connections' server ends there."""
+
+    def end_of(connection: int) -> Recorder:
+        end = merged.server_end(renumber(connection))
+        assert end is not None, "an exported broadcast names a connection without its server end"
+        return end
+
+    return broadcast_record(
+        item["time"],
+        item["type"],
+        item["size"],
+        item["head"].encode("latin-1"),
+        [end_of(connection) for connection in item["connections"]],
+        [(end_of(connection), why) for connection, why in item["skipped"]],
+    )
+
+
 def _connections_in(part: dict[str, Any]) -> set[int]:
-    return {end[0] for end in part["ends"]} | {event[3] for event in part["events"]}
+    numbers = {end[0] for end in part["ends"]}
+    for item in part["events"]:
+        if isinstance(item, dict):
+            numbers.update(item["connections"])
+            numbers.update(connection for connection, _ in item["skipped"])
+        else:
+            numbers.add(item[3])
+    return numbers

@@ -1,8 +1,8 @@
 """The recorder: everything that crosses a connection, in the order it happened.
 
-An :class:`EventLog` is a list of :class:`Event` records with a size cap; the
-:class:`~wspatterns.Flow` a learner holds is one, with the views added. Servers
-from :func:`wspatterns.serve` and clients from :func:`wspatterns.connect`
+An :class:`EventLog` keeps what its :class:`Recorder` s saw, with a size cap;
+the :class:`~wspatterns.Flow` a learner holds is one, with the views added.
+Servers from :func:`wspatterns.serve` and clients from :func:`wspatterns.connect`
 record into one.
 
 Recording happens where websockets turns messages into frames: every frame
@@ -11,6 +11,17 @@ sent or received passes through the connection's extensions, and a
 ``async for`` and ``broadcast()`` alike (which writes frames without calling
 ``send()``), and costs the connection nothing else: no method of websockets
 is replaced.
+
+A ``broadcast()`` is recorded once, not once per connection. It encodes its
+message once and hands that same bytes object to each connection in one
+synchronous pass. So when a server end sends the very object the flow's
+latest record sent, with nothing recorded in between, the second delivery
+turns that record into a broadcast (if the stack says ``broadcast()`` is
+writing), and each further delivery adds its recorder to the broadcast's
+list: 8 bytes. No message index is stored, for any message: the views work
+it out from each end's exact counts. A connection ``broadcast()`` passes
+over (closing, or in the middle of a fragmented message) is recorded as
+skipped: see :class:`~wspatterns.flow.recording.Recording`.
 """
 
 from __future__ import annotations
@@ -18,73 +29,37 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, Literal, NamedTuple, TypeAlias
+from typing import Any, Protocol, cast
 
-from websockets.asyncio.connection import Connection
 from websockets.extensions import Extension
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import ExtensionName
 
-from ..internals import closed_first_by_peer, put_extension_first
-
-#: Bytes of each message kept for previews; the rest is counted, not stored.
-HEAD = 48
+from ..internals import inside_broadcast, put_extension_first
+from .events import HEAD, Entry, Event, Kind, Meta, Record, Side, Who, expand, read, weight
 
 #: Events a flow keeps unless told otherwise; older ones are dropped and counted.
+#: A broadcast counts as one event for every :data:`FANOUT` connections it reached.
 CAP = 100_000
 
-#: What an event is: a message, the opening handshake, a close frame, the end of
-#: the TCP connection, or an exception raised by the handler.
-Kind: TypeAlias = Literal["open", "message", "close", "end", "error"]
+#: Deliveries of a broadcast that weigh one event against the cap (8 bytes each, against
+#: about 200 for an event on its own).
+FANOUT = 32
 
-#: One end of a connection: where an event was recorded, or who sent it.
-Side: TypeAlias = Literal["server", "client"]
-
-#: Which end of which connection: ``(connection, server, client, at)``.
-Who: TypeAlias = tuple[int, str, str, Side]
-
-# What every record says but its numbers: (kind, who, sender, type).
-_Meta: TypeAlias = tuple[Kind, Who, Side | None, str | None]
-
-#: A raw record, as appended on the hot path: ``(time, meta, size, head, index)`` for a
-#: message, ``(time, meta, code, detail)`` for anything else (see :attr:`EventLog.events`).
-Record: TypeAlias = tuple[int, _Meta, int, bytes, int] | tuple[int, _Meta, int | None, str]
-
-
-class Event(NamedTuple):
-    """One thing that happened on one connection, as seen from one end of it.
-
-    ``kind`` is ``"open"``, ``"message"``, ``"close"`` (a close frame),
-    ``"end"`` (the TCP connection is gone) or ``"error"`` (the handler raised).
-    ``at`` says which end recorded it (``"server"`` or ``"client"``), ``sender``
-    which end sent it (for ``"end"``: which end closed first, None if neither).
-    ``index`` counts messages one way on one connection, so a message
-    recorded by both ends appears twice with the same ``index``.
-    """
-
-    seq: int  # global order within the flow
-    time: int  # time.monotonic_ns() when it was recorded
-    kind: Kind
-    connection: int  # one number per connection in this flow
-    server: str  # the server's name
-    client: str  # the client's name
-    at: Side
-    sender: Side | None
-    type: str | None  # "text" or "binary" for messages
-    size: int  # payload bytes
-    head: bytes  # the first HEAD bytes of the payload
-    index: int  # type: ignore[assignment]  # hides tuple.index(); event.index is public
-    code: int | None  # close code, for close and end
-    detail: str  # path (open), reason (close, end), exception (error)
+# Put in the records for every FANOUT deliveries of a broadcast, so that the cap weighs
+# them; the views skip it.
+_WEIGHT = object()
 
 
 class EventLog:
     """A record of messages between servers and clients, kept in memory.
 
-    At most ``cap`` events are kept; past that the oldest are dropped and
-    counted in ``dropped``. Per-connection totals (``totals``) stay exact
+    At most ``cap`` events are kept (a broadcast counts one for every
+    :data:`FANOUT` connections it reached); past that the oldest are dropped
+    and counted in ``dropped``. Per-connection totals (``totals``) stay exact
     whatever is dropped. Share one flow between several servers and clients
     by passing ``flow=`` to :func:`~wspatterns.serve` and :func:`~wspatterns.connect`.
     """
@@ -99,27 +74,36 @@ class EventLog:
         # connections it numbers itself count down from -1, so they never collide.
         self.token = token or secrets.token_hex(4)
         # Raw records, appended on the hot path; flow.events turns them into Events.
-        self._records: deque[Record] = deque(maxlen=cap)
+        self._records: deque[Record | object] = deque(maxlen=cap)
+        # The latest payload a server end sent, its record, and a token for the
+        # broadcast under way, if any: what the next delivery may continue; and the
+        # latest broadcast, which weighs on the cap once the next one starts.
+        self._tail: list[Any] = [None, None, None, None]
         self._connections = itertools.count(1) if token is None else itertools.count(-1, -1)
         self._ends: list[Recorder] = []
+        self._servers: dict[int, Recorder] = {}  # server ends by connection number
+        self._broadcasts = 0  # broadcast records made: until there is one, a record is an event
+
+    @property
+    def entries(self) -> list[Entry]:
+        """What the flow keeps, oldest first: an :class:`Event` each, and one
+        :class:`Broadcast` for all the deliveries of a broadcast, which makes it
+        much lighter than :attr:`events` for a flow of big broadcasts."""
+        records = list(self._records)
+        ends = {end.who: end for end in self._ends}
+        return read(records, self.recorded - self._kept(records), ends)
 
     @property
     def events(self) -> list[Event]:
-        """A snapshot of the events kept, oldest first, numbered in the order they happened."""
-        records = list(self._records)
-        first = self.recorded - len(records)
-        events = []
-        for number, record in enumerate(records, first):
-            if len(record) == 5:  # a message: (time, meta, size, head, index)
-                time, (kind, who, sender, type), size, head, index = record
-                code, detail = None, ""
-            else:  # anything else: (time, meta, code, detail)
-                time, (kind, who, sender, type), code, detail = record
-                size, head, index = 0, b"", 0
-            events.append(
-                Event(number, time, kind, *who, sender, type, size, head, index, code, detail)
-            )
-        return events
+        """A snapshot of the events kept, oldest first, numbered in the order they happened.
+
+        Each delivery of a broadcast is an event of its own (``kind`` "message"),
+        and so is each connection it skipped (``kind`` "skipped").
+        """
+        entries = self.entries
+        if not self._broadcasts:  # every entry is an event
+            return cast(list[Event], entries)
+        return expand(entries)
 
     @property
     def recorded(self) -> int:
@@ -129,7 +113,7 @@ class EventLog:
     @property
     def dropped(self) -> int:
         """How many events were recorded but are no longer kept, past the cap."""
-        return self.recorded - len(self._records)
+        return self.recorded - len(self)
 
     @property
     def totals(self) -> list[Recorder]:
@@ -137,7 +121,11 @@ class EventLog:
         return list(self._ends)
 
     def __len__(self) -> int:
-        return len(self._records)
+        """How many events are kept (each delivery of a broadcast counts)."""
+        return self._kept(list(self._records))
+
+    def _kept(self, records: list[object]) -> int:
+        return sum(map(weight, records)) if self._broadcasts else len(records)
 
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events)
@@ -145,28 +133,39 @@ class EventLog:
     def clear(self) -> None:
         """Forget every event and total; connection numbers keep counting."""
         self._records.clear()
+        self._tail[:] = [None, None, None, None]
         for end in self._ends:
             end.reset()
 
     def new_connection(self) -> int:
         return next(self._connections)
 
+    def server_end(self, connection: int) -> Recorder | None:
+        """The recorder of the server end of ``connection``, if this flow has one."""
+        return self._servers.get(connection)
+
     def load(self, records: list[Record], next_connection: int) -> None:
         """Append raw records made by :meth:`Recorder` elsewhere (a merge); number on from there."""
         self._records.extend(records)
+        self._broadcasts += sum(1 for record in records if isinstance(record, list))
         self._connections = itertools.count(next_connection)
 
     def export(self) -> dict[str, Any]:
         """What this flow holds, as plain JSON-ready data, to merge in another process."""
         return {
             "token": self.token,
-            "events": [_plain(event) for event in self.events],
+            "events": [_plain(entry) for entry in self.entries],
             "ends": [[*end.who, end.sent, end.received, end.others] for end in self._ends],
         }
 
     def end(self, connection: int, server: str, client: str, at: Side) -> Recorder:
         """A recorder for one end (``at``) of a connection, recording into this flow."""
-        recorder = Recorder(self, (connection, server, client, at))
+        who: Who = (connection, server, client, at)
+        recorder: Recorder
+        if at == "server":
+            recorder = self._servers[connection] = ServerRecorder(self, who)
+        else:
+            recorder = Recorder(self, who)
         self._ends.append(recorder)
         return recorder
 
@@ -176,9 +175,36 @@ class EventLog:
         return f"<Flow: {len(self)} events on {connections} connections{dropped}>"
 
 
-def _plain(event: Event) -> list[Any]:
-    """An event as JSON can carry it: the head's bytes as a latin-1 string."""
-    return [*event[:10], event.head.decode("latin-1"), *event[11:]]
+def _plain(entry: Entry) -> list[Any] | dict[str, Any]:
+    """An entry as JSON can carry it: heads' bytes as latin-1 strings; a broadcast as a dict."""
+    if isinstance(entry, Event):
+        return [*entry[:10], entry.head.decode("latin-1"), *entry[11:]]
+    return {
+        "time": entry.time,
+        "type": entry.type,
+        "size": entry.size,
+        "head": entry.head.decode("latin-1"),
+        "connections": entry.connections,
+        "skipped": [[connection, why] for connection, why in entry.skips],
+    }
+
+
+def broadcast_record(
+    time_ns: int,
+    type_: str,
+    size: int,
+    head: bytes,
+    recipients: list[Recorder],
+    skipped: list[tuple[Recorder, str]],
+) -> list[Any]:
+    """A raw broadcast record (see :mod:`~wspatterns.flow.events`), for merges and tests."""
+    return [time_ns, type_, size, head[:HEAD], recipients, skipped]
+
+
+class Watchful(Protocol):
+    """A connection that can start watching for ``broadcast()`` skipping it."""
+
+    def watch_for_skips(self) -> None: ...
 
 
 class Recorder(Extension):
@@ -194,28 +220,35 @@ class Recorder(Extension):
 
     name = ExtensionName("x-wspatterns-recorder")  # never negotiated: the kit adds it itself
 
+    # What a delivery of a broadcast reads and writes comes first, so that it touches
+    # one cache line of this object: with 1000 connections, each one is cold.
     __slots__ = (
-        "flow", "who", "sent", "received", "others", "partial", "installed",
-        "us", "them", "_append", "_out", "_in",
+        "sent", "_tail", "_joined", "_records", "received", "_append", "_out", "_in",
+        "number", "flow", "who", "others", "partial", "installed", "us", "them", "connection",
     )  # fmt: skip
 
     def __init__(self, flow: EventLog, who: Who) -> None:
         self.flow = flow
         self.who = who  # (connection, server, client, at)
+        self.number = who[0]
         self.reset()
         self.installed = False
+        self._records = flow._records
         self._append = flow._records.append
+        self._tail = flow._tail
+        self._joined: object = None  # the token of the latest broadcast that reached us
+        self.connection: weakref.ref[Watchful] | None = None  # a server's, to watch for skips
         us: Side
         them: Side
         us, them = ("server", "client") if who[3] == "server" else ("client", "server")
         self.us, self.them = us, them
-        # What every record of a whole message says but its time, size, head and index,
+        # What every record of a whole message says but its time, size and head,
         # looked up by "is it text?": records share these tuples instead of building their own.
-        self._out: tuple[_Meta, _Meta] = (
+        self._out: tuple[Meta, Meta] = (
             ("message", who, us, "binary"),
             ("message", who, us, "text"),
         )
-        self._in: tuple[_Meta, _Meta] = (
+        self._in: tuple[Meta, Meta] = (
             ("message", who, them, "binary"),
             ("message", who, them, "text"),
         )
@@ -223,7 +256,7 @@ class Recorder(Extension):
     def reset(self) -> None:
         self.sent = 0  # messages sent by this end
         self.received = 0  # messages received by this end
-        self.others = 0  # events that are not messages: open, close, end, error
+        self.others = 0  # events that are not messages: open, close, end, error, skipped
         self.partial: dict[str, list[Any]] = {}  # a fragmented message under way, by sender
 
     @property
@@ -236,19 +269,21 @@ class Recorder(Extension):
         put_extension_first(protocol, self)
         self.installed = True
 
-    # The two hooks keep the common case (a whole text or binary message) short:
-    # one tuple appended, everything else left for the views to work out.
+    # The two hooks keep the common case (a whole text or binary message) short: one
+    # tuple appended, with the first HEAD bytes of the message (the message itself when
+    # it is that short: slicing all of a bytes object returns it), everything else left
+    # for the views to work out. Keeping a reference to longer messages instead of a
+    # copy of their head was measured: no faster, and more memory from 49 bytes up.
 
     def encode(self, frame: Frame) -> Frame:
         opcode = frame.opcode
         if frame.fin and (opcode is _TEXT or opcode is _BINARY):
             data = frame.data
-            index = self.sent
-            self.sent = index + 1
-            head = data[:HEAD]  # the same object when the message is short
-            if type(head) is not bytes:
+            self.sent += 1
+            head = data[:HEAD]
+            if type(head) is not bytes:  # a bytearray or memoryview: copy it
                 head = bytes(head)
-            self._append((_clock(), self._out[opcode is _TEXT], len(data), head, index))
+            self._append((_clock(), self._out[opcode is _TEXT], len(data), head))
         else:
             self._saw(frame, self.us)
         return frame
@@ -257,12 +292,11 @@ class Recorder(Extension):
         opcode = frame.opcode
         if frame.fin and (opcode is _TEXT or opcode is _BINARY):
             data = frame.data
-            index = self.received
-            self.received = index + 1
+            self.received += 1
             head = data[:HEAD]
             if type(head) is not bytes:
                 head = bytes(head)
-            self._append((_clock(), self._in[opcode is _TEXT], len(data), head, index))
+            self._append((_clock(), self._in[opcode is _TEXT], len(data), head))
         else:
             self._saw(frame, self.them)
         return frame
@@ -292,12 +326,21 @@ class Recorder(Extension):
         elif opcode is _TEXT or opcode is _BINARY:
             kind = "text" if opcode is _TEXT else "binary"
             self.partial[sender] = [kind, len(frame.data), bytes(frame.data[:HEAD])]
+            if sender == self.us:
+                self.leaving_open()  # broadcast() skips us until the last fragment is out
         elif opcode is Opcode.CLOSE:
             try:
                 close = Close.parse(frame.data)
             except Exception:  # a malformed close frame is still worth showing
                 close = Close(1002, "malformed close frame")
             self.add("close", sender, code=close.code, detail=close.reason)
+            self.leaving_open()
+
+    def leaving_open(self) -> None:
+        """The connection is about to be one ``broadcast()`` skips: a server's watches for it."""
+        connection = None if self.connection is None else self.connection()
+        if connection is not None:
+            connection.watch_for_skips()
 
     def message(self, sender: Side, text: str) -> None:
         """Record a whole text message that crossed no WebSocket (a hub's words with Redis)."""
@@ -306,61 +349,125 @@ class Recorder(Extension):
 
     def _message(self, sender: Side, kind: str, size: int, head: bytes) -> None:
         if sender == self.us:
-            index = self.sent
             self.sent += 1
         else:
-            index = self.received
             self.received += 1
-        self._append((_clock(), ("message", self.who, sender, kind), size, head, index))
+        self._append((_clock(), ("message", self.who, sender, kind), size, head))
 
     def __repr__(self) -> str:
         connection, server, client, at = self.who
         return f"<Recorder {client}↔{server} at {at}: sent {self.sent}, received {self.received}>"
 
 
-_TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enums is slow
-_clock = time.monotonic_ns
+class ServerRecorder(Recorder):
+    """A server's end of a connection: a :class:`Recorder` that also tells a broadcast.
 
-
-class Recording(Connection):
-    """Mixed into a websockets connection: what it records, and the events only it sees.
-
-    The connection calls :meth:`start_recording` when it knows its names,
-    then installs ``self.recorder`` on its protocol once the handshake
-    succeeds (see :meth:`Recorder.install`); :meth:`record_open`,
-    :meth:`record_error` and the end of the connection are recorded here.
+    How is in this module's docstring. Two ``broadcast()`` calls of one bytes
+    object in a row, to connections none of which is in both, with nothing
+    recorded in between, are recorded as one broadcast: a connection can be in
+    a broadcast once, but nothing else tells one pass from the next without
+    reading the stack at every delivery.
     """
 
-    recorder: Recorder | None = None
+    __slots__ = ()
 
-    @property
-    def flow(self) -> EventLog | None:
-        return None if self.recorder is None else self.recorder.flow
+    def encode(self, frame: Frame) -> Frame:
+        opcode = frame.opcode
+        if frame.fin and (opcode is _TEXT or opcode is _BINARY):
+            data = frame.data
+            tail = self._tail
+            if data is tail[0]:
+                # The payload the flow's latest record sent: a broadcast going on?
+                last = tail[1]
+                if (
+                    last.__class__ is list
+                    and self._joined is not tail[2]
+                    and self._records[-1] is last
+                ):
+                    self.sent += 1
+                    self._joined = tail[2]
+                    last[4].append(self)
+                    return frame
+                self._again(data, opcode is _TEXT)
+                return frame
+            self.sent += 1
+            head = data[:HEAD]
+            if type(head) is not bytes:
+                head = bytes(head)
+            record = (_clock(), self._out[opcode is _TEXT], len(data), head)
+            self._append(record)
+            tail[0] = data
+            tail[1] = record
+        else:
+            self._saw(frame, "server")
+        return frame
 
-    def start_recording(
-        self, flow: EventLog, connection: int, server: str, client: str, at: Side
+    def _again(self, data: Any, text: bool) -> None:
+        """The payload of the latest record, sent again: the second delivery of a broadcast,
+        or, if not, a message of its own."""
+        tail = self._tail
+        self.sent += 1
+        if self._follows(tail[1]) and inside_broadcast(5):
+            self._turn_into_broadcast(tail[1], [self], [])
+            return
+        record = (_clock(), self._out[text], len(data), bytes(data[:HEAD]))
+        self._append(record)
+        tail[0], tail[1] = data, record
+
+    def _follows(self, record: Any) -> bool:
+        """True if ``record``, the latest one, is another server end's message alone."""
+        return (
+            record.__class__ is tuple
+            and bool(self._records)
+            and self._records[-1] is record
+            and record[1][1][0] != self.number
+        )
+
+    def _turn_into_broadcast(
+        self, first: tuple[Any, ...], more: list[Recorder], skipped: list[tuple[Recorder, str]]
     ) -> None:
-        self.recorder = flow.end(connection, server, client, at)
+        """Replace ``first``, a message record, by a broadcast: it, ``more`` deliveries,
+        ``skipped`` connections."""
+        time_ns, (_, who, _, type_), size, head = first
+        earlier = self.flow.server_end(who[0])
+        recipients = [*([earlier] if earlier is not None else []), *more]
+        records = self._records
+        records.pop()
+        self._start(broadcast_record(time_ns, type_, size, head, recipients, skipped))
 
-    def record_open(self, path: str) -> None:
-        """The handshake succeeded: record the opening, and every frame from now on."""
-        recorder = self.recorder
-        if recorder is not None and not recorder.installed:
-            recorder.add("open", detail=path)
-            recorder.install(self.protocol)
+    def _start(self, broadcast: list[Any]) -> None:
+        """Append ``broadcast``, a new broadcast record, after weighing the previous one."""
+        tail = self._tail
+        previous = tail[3]
+        if previous is not None:  # done by now: it weighs on the cap from here on
+            self._records.extend([_WEIGHT] * ((len(previous[4]) + len(previous[5])) // FANOUT))
+        token = object()
+        for recorder in broadcast[4]:
+            recorder._joined = token
+        for recorder, _ in broadcast[5]:
+            recorder._joined = token
+        self._append(broadcast)
+        tail[1], tail[2], tail[3] = broadcast, token, broadcast
+        self.flow._broadcasts += 1
 
-    def record_error(self, exc: BaseException) -> None:
-        if self.recorder is not None:
-            self.recorder.add("error", self.recorder.us, detail=f"{type(exc).__name__}: {exc}")
+    def skipped(self, why: str, message: bytes, text: bool) -> None:
+        """Record that ``broadcast()``, writing ``message``, passed over this connection."""
+        self.others += 1
+        tail = self._tail
+        last = tail[1]
+        if message is tail[0]:
+            if last.__class__ is list and self._joined is not tail[2]:
+                if self._records and self._records[-1] is last:
+                    last[5].append((self, why))
+                    self._joined = tail[2]
+                    return
+            elif self._follows(last):  # the first delivery of this pass
+                self._turn_into_broadcast(last, [], [(self, why)])
+                return
+        type_ = "text" if text else "binary"
+        tail[0] = message
+        self._start(broadcast_record(_clock(), type_, len(message), message, [], [(self, why)]))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        recorder = self.recorder
-        if recorder is not None and recorder.installed:
-            protocol = self.protocol
-            by_peer = closed_first_by_peer(protocol)
-            if by_peer is None:
-                first = None  # no closing handshake: the connection was lost
-            else:
-                first = recorder.them if by_peer else recorder.us
-            recorder.add("end", first, code=protocol.close_code, detail=protocol.close_reason or "")
+
+_TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enums is slow
+_clock = time.monotonic_ns

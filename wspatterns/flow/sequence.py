@@ -2,7 +2,9 @@
 
 Drawn as SVG in notebooks and exported pages alike, and as
 text everywhere else. Long flows show their first and last rows and count the
-rest; clients beyond the first few share one lane.
+rest; clients beyond the first few share one lane. A ``broadcast()`` is one
+fan-out step, its recipients in lane order (not in the order the call wrote
+them, which for a set changes from run to run).
 """
 
 from __future__ import annotations
@@ -12,24 +14,32 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .labels import LANES, OTHERS, label, printable, server_lanes
-from .recorder import Event, EventLog, Kind, Side
+from .events import Broadcast, Entry, Event, Kind, Side
+from .labels import LANES, OTHERS, label, printable, server_lanes, servers_in
+from .recorder import EventLog
 
 #: Rows a sequence diagram shows before it summarises the middle.
 LIMIT = 30
 
-#: What a step says: ``Step[str | Event]`` while it may hold an Event, ``Step[str]`` once drawn.
-Text = TypeVar("Text", bound=str | Event, covariant=True)
+#: What a step says: an Event or a Broadcast until it is sure to be drawn, then a str.
+Text = TypeVar("Text", bound=str | Event | Broadcast, covariant=True)
 
 
 @dataclass(frozen=True)
 class Step(Generic[Text]):
-    """One row of a sequence diagram: an arrow between two lanes, or a note over some."""
+    """One row of a sequence diagram: an arrow between lanes, or a note over some.
 
-    lanes: tuple[str, ...]  # (from, to) for an arrow; the lanes covered for a note
-    text: Text  # an Event until it is sure to be drawn: labels cost time
+    An arrow goes from ``lanes[0]`` to each of ``lanes[1:]``: to one lane for a
+    message, to several for a broadcast, which also counts in ``others`` the
+    recipients that share the last lane. ``count`` is how many messages it shows.
+    """
+
+    lanes: tuple[str, ...]  # (from, to, …) for an arrow; the lanes covered for a note
+    text: Text  # an Event or a Broadcast until it is sure to be drawn: labels cost time
     arrow: bool = True
     dashed: bool = False
+    count: int = 1
+    others: int = 0  # recipients of a broadcast drawn as one shared lane
 
 
 class SequenceDiagram:
@@ -69,7 +79,7 @@ def sequence(
     width: int = 20,
     order: Iterable[str] = (),
 ) -> SequenceDiagram:
-    """Draw ``flow`` as a sequence diagram, one arrow per message.
+    """Draw ``flow`` as a sequence diagram, one arrow per message, one fan-out per broadcast.
 
     Lanes go clients first, then servers, each in the order they appear;
     ``order`` names lanes to put first, left to right, such as
@@ -77,35 +87,42 @@ def sequence(
 
     Each arrow shows the first ``width`` characters of its message (at most
     the 48 bytes a flow keeps). A message recorded at both ends is drawn once.
+    A ``broadcast()`` is one step: an arrow from the server to each recipient,
+    in lane order, then a note naming the connections it skipped, if any.
     Past ``limit`` rows, the first and last halves are drawn and the middle is
     counted. Past ``lanes`` clients, the rest share a lane and their arrows say
-    who they are.
+    who they are (a broadcast counts them: "and 995 others").
     """
     if limit < 2:
         raise ValueError(f"limit must be at least 2 rows; got {limit}.")
     if width < 1:
         raise ValueError(f"width must be at least 1 character; got {width}.")
-    events = flow.events
-    server_lane = server_lanes(events)
-    found = list(_steps(events, server_lane))
+    entries = flow.entries
+    ends = flow.totals
+    servers = {end.who[1] for end in ends if end.who[3] == "server"}
+    recording = {end.who[0] for end in ends if end.who[3] == "client"}
+    server_lane = server_lanes(servers_in(entries, servers))
+    found = list(_steps(entries, server_lane, recording, width))
     notes = []
-    if flow.dropped:
-        notes.append(f"… {flow.dropped:,} earlier events dropped (this flow keeps {flow.cap:,}) …")
+    dropped = flow.dropped
+    if dropped:
+        notes.append(f"… {dropped:,} earlier events dropped (this flow keeps {flow.cap:,}) …")
     if len(found) > limit:
         hidden = found[limit // 2 : len(found) - limit // 2]
-        messages = sum(1 for step in hidden if step.arrow and not step.dashed)
-        others = len(hidden) - messages
+        messages = sum(step.count for step in hidden if step.arrow and not step.dashed)
+        others = sum(1 for step in hidden if not step.arrow or step.dashed)
         text = f"… {messages:,} more {_plural(messages, 'message')}"
         if others:
             text += f", {others:,} other {_plural(others, 'step')}"
         found = [*found[: limit // 2], Step((), text + " …", arrow=False), *found[-(limit // 2) :]]
-    steps = [_labelled(step, width) for step in found]
+    steps = [drawn for step in found for drawn in _labelled(step, width, server_lane)]
     steps, names = _share_lanes(steps, lanes, set(server_lane.values()))
     first = list(order)
     unknown = [name for name in first if name not in names]
     if unknown:
         raise ValueError(f"order names no lane {unknown[0]!r}; the lanes are: {', '.join(names)}")
     names = [*first, *(name for name in names if name not in first)]
+    steps = [_in_lane_order(step, names) for step in steps]
     steps = [Step((), note, arrow=False) for note in notes] + steps
     if not names:
         names = ["flow"]
@@ -119,16 +136,43 @@ def _plural(count: int, word: str) -> str:
     return word if count == 1 else word + "s"
 
 
-def _labelled(step: Step[str | Event], width: int) -> Step[str]:
-    if isinstance(step.text, Event):
-        return Step(step.lanes, label(step.text, width), step.arrow, step.dashed)
-    return Step(step.lanes, step.text, step.arrow, step.dashed)
+def _labelled(
+    step: Step[str | Event | Broadcast], width: int, server_lane: dict[str, str]
+) -> list[Step[str]]:
+    """``step`` ready to draw: its words, and a broadcast's lanes (one step per server)."""
+    text = step.text
+    if isinstance(text, Broadcast):
+        words = label(text, width)
+        fans: dict[str, list[str]] = {}
+        for _, server, client, _ in sorted(set(text.recipients)):
+            fans.setdefault(server_lane.get(server, server), []).append(client)
+        return [Step((lane, *clients), words, count=len(clients)) for lane, clients in fans.items()]
+    if isinstance(text, Event):
+        return [Step(step.lanes, label(text, width), step.arrow, step.dashed, step.count)]
+    return [Step(step.lanes, text, step.arrow, step.dashed, step.count)]
 
 
-def _steps(events: list[Event], server_lane: dict[str, str]) -> Iterable[Step[str | Event]]:
+def _steps(
+    entries: list[Entry],
+    server_lane: dict[str, str],
+    recording: set[int],
+    width: int,
+) -> Iterable[Step[str | Event | Broadcast]]:
     seen: set[tuple[int, Kind, Side | None, int]] = set()
     closed: set[int] = set()  # connections whose close frames are drawn
-    for event in events:
+    for entry in entries:
+        if isinstance(entry, Broadcast):
+            if recording:  # the clients' records of what it delivered are drawn by it
+                for connection, index in entry.deliveries:
+                    if connection in recording:
+                        seen.add((connection, "message", "server", index))
+            count = len(entry.connections)
+            if count:
+                yield Step((), entry, count=count)  # its lanes are worked out if drawn
+            if entry.skips:
+                yield _skipped(entry, server_lane, width, count)
+            continue
+        event = entry
         server = server_lane[event.server]
         key = (event.connection, event.kind, event.sender, event.index)
         if key in seen:
@@ -150,6 +194,23 @@ def _steps(events: list[Event], server_lane: dict[str, str]) -> Iterable[Step[st
             yield Step((server,), f"⚠ handler raised {printable(event.detail, 60)}", False)
 
 
+def _skipped(
+    broadcast: Broadcast, server_lane: dict[str, str], width: int, sent: int
+) -> Step[str]:
+    """A note over the connections ``broadcast`` passed over, saying why."""
+    reasons: dict[str, list[str]] = {}
+    lanes: dict[str, None] = {}
+    for (_, server, client, _), why in sorted(broadcast.skipped):
+        reasons.setdefault(why, []).append(client)
+        lanes.update({server_lane.get(server, server): None, client: None})
+    text = "broadcast() skipped " + "; ".join(
+        f"{', '.join(clients)} ({why})" for why, clients in reasons.items()
+    )
+    if not sent:
+        text += f": {label(broadcast, width)}"
+    return Step(tuple(lanes), text, arrow=False)
+
+
 def _share_lanes(
     steps: list[Step[str]], most: int, servers: set[str]
 ) -> tuple[list[Step[str]], list[str]]:
@@ -161,10 +222,16 @@ def _share_lanes(
     shared = []
     for step in steps:
         outsiders = [lane for lane in step.lanes if lane not in kept and lane not in servers]
-        if outsiders:
+        if step.arrow and (len(step.lanes) > 2 or step.count > 1):  # a broadcast
+            receivers = tuple(dict.fromkeys(lane for lane in step.lanes[1:] if lane in kept))
+            if outsiders:
+                receivers += (OTHERS,)
+            step = Step((step.lanes[0], *receivers), step.text, True, False, step.count,
+                        len(outsiders))  # fmt: skip
+        elif outsiders:
             lanes = tuple(OTHERS if lane in outsiders else lane for lane in step.lanes)
             text = f"{outsiders[0]}: {step.text}" if step.arrow else step.text
-            step = Step(lanes, text, step.arrow, step.dashed)
+            step = Step(lanes, text, step.arrow, step.dashed, step.count)
         shared.append(step)
     order = [lane for lane in clients if lane in kept]
     if len(kept) < len(clients):
@@ -174,19 +241,41 @@ def _share_lanes(
     return shared, order
 
 
+def _in_lane_order(step: Step[str], names: list[str]) -> Step[str]:
+    """A broadcast's recipients, left to right as the lanes are."""
+    if not step.arrow or len(step.lanes) <= 2:
+        return step
+    place = {name: number for number, name in enumerate(names)}
+    receivers = sorted(step.lanes[1:], key=place.__getitem__)
+    return Step((step.lanes[0], *receivers), step.text, True, False, step.count, step.others)
+
+
 def _mermaid(lanes: list[str], steps: list[Step[str]]) -> str:
     ids = {lane: f"p{number}" for number, lane in enumerate(lanes)}
     lines = ["sequenceDiagram"]
     lines += [f"    participant {ids[lane]} as {_mermaid_text(lane)}" for lane in lanes]
     for step in steps:
-        if step.arrow:
+        if step.arrow and len(step.lanes) > 2:  # a broadcast: its arrows side by side
+            source = ids[step.lanes[0]]
+            for number, lane in enumerate(step.lanes[1:]):
+                lines.append("    par broadcast" if number == 0 else "    and")
+                text = _mermaid_text(_to(lane, step) + step.text)
+                lines.append(f"        {source}->>{ids[lane]}: {text}")
+            lines.append("    end")
+        elif step.arrow:
             source, target = (ids[lane] for lane in step.lanes)
             arrow = "-->>" if step.dashed else "->>"
-            lines.append(f"    {source}{arrow}{target}: {_mermaid_text(step.text)}")
+            text = _mermaid_text(_to(step.lanes[1], step) + step.text)
+            lines.append(f"    {source}{arrow}{target}: {text}")
         else:
             over = ",".join(dict.fromkeys(ids[lane] for lane in step.lanes))
             lines.append(f"    Note over {over}: {_mermaid_text(step.text)}")
     return "\n".join(lines) + "\n"
+
+
+def _to(lane: str, step: Step[str]) -> str:
+    """What an arrow into the shared lane says before its text: how many it stands for."""
+    return f"{step.others:,} others: " if lane == OTHERS and step.others else ""
 
 
 _MERMAID_ENTITIES = {"#": "#35;", ";": "#59;", "<": "#lt;", ">": "#gt;"}
@@ -241,18 +330,24 @@ def _svg(lanes: list[str], steps: list[Step[str]]) -> str:
     for row, step in enumerate(steps):
         y = _TOP + _ROW * row + _ROW // 2
         if step.arrow:
-            x1, x2 = (x[lane] for lane in step.lanes)
+            x1 = x[step.lanes[0]]
+            ends = [x[lane] for lane in step.lanes[1:]]
+            x2 = max(ends, key=lambda end: abs(end - x1))  # the farthest, for a broadcast
             direction = 1 if x2 > x1 else -1
             dash = ' stroke-dasharray="5 3"' if step.dashed else ""
             room = max((abs(x2 - x1) - 20) // _CHAR, 12)
             out.append(
                 f'<line x1="{x1}" y1="{y}" x2="{x2 - 8 * direction}" y2="{y}" stroke="#333"{dash}/>'
             )
-            back = x2 - 9 * direction
-            out.append(f'<polygon points="{x2},{y} {back},{y - 4} {back},{y + 4}" fill="#333"/>')
+            for end in ends:  # one arrowhead per recipient
+                back = end - 9 * direction
+                out.append(
+                    f'<polygon points="{end},{y} {back},{y - 4} {back},{y + 4}" fill="#333"/>'
+                )
+            text = step.text + (f" (and {step.others:,} others)" if step.others else "")
             out.append(
                 f'<text x="{(x1 + x2) // 2}" y="{y - 5}" text-anchor="middle">'
-                f"{_svg_text(printable(step.text, room))}</text>"
+                f"{_svg_text(printable(text, room))}</text>"
             )
         else:
             left = min(x[lane] for lane in step.lanes) - lane_width // 2 + 8
@@ -279,9 +374,10 @@ def _text(steps: list[Step[str]]) -> str:
     for step in steps:
         if step.arrow:
             arrow = "⇢" if step.dashed else "→"
-            lines.append(f"{step.lanes[0]} {arrow} {step.lanes[1]}: {step.text}")
+            names = ", ".join(lane for lane in step.lanes[1:] if lane != OTHERS or not step.others)
+            if step.others:
+                names = " and ".join(filter(None, [names, f"{step.others:,} others"]))
+            lines.append(f"{step.lanes[0]} {arrow} {names}: {step.text}")
         else:
             lines.append(f"[{step.text}]")
     return "\n".join(lines)
-
-

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Literal
 
-from .labels import preview
-from .recorder import EventLog, Side
+from .events import Broadcast, Event, Side
+from .labels import LANES, preview
+from .recorder import EventLog
 
 if TYPE_CHECKING:
     import pandas
@@ -16,24 +18,42 @@ COLUMNS = [
     "from", "to", "type", "size", "preview", "code", "detail",
 ]  # fmt: skip
 
+#: The columns of ``table(per="broadcast")``: how many connections each broadcast
+#: reached and skipped (empty for other rows).
+BROADCAST_COLUMNS = [*COLUMNS, "recipients", "skipped"]
 
-def table(flow: EventLog) -> pandas.DataFrame:
+
+def table(
+    flow: EventLog, *, per: Literal["delivery", "broadcast"] = "delivery"
+) -> pandas.DataFrame:
     """Every event kept by ``flow`` as a row: a pandas DataFrame.
 
     ``time_ms`` counts milliseconds from the first event kept; ``from`` and
     ``to`` name the sender and receiver of messages and close frames.
+
+    By default (``per="delivery"``) each delivery of a ``broadcast()`` is a row
+    of its own, and so is each connection it skipped (``kind`` "skipped"): the
+    rows then count what :func:`stats` counts, and picking rows by client or
+    connection works as for any other message. ``per="broadcast"`` gives each
+    broadcast one row instead (``kind`` "broadcast", its recipients in ``to``),
+    with two more columns, ``recipients`` and ``skipped``, counting them.
     """
     import pandas
 
-    events = flow.events
-    start = events[0].time if events else 0
-    rows = []
-    for event in events:
-        ends = (event.client, event.server)
-        sender, receiver = ends if event.sender == "client" else ends[::-1]
-        carries = event.kind in ("message", "close")
-        rows.append(
-            (
+    if per not in ("delivery", "broadcast"):
+        raise ValueError(f'per must be "delivery" or "broadcast"; got {per!r}.')
+    entries = flow.entries
+    start = entries[0].time if entries else 0
+    rows: list[tuple[Any, ...]] = []
+    for entry in entries:
+        if isinstance(entry, Broadcast) and per == "broadcast":
+            rows.append(_broadcast_row(entry, start))
+            continue
+        for event in [entry] if isinstance(entry, Event) else entry.events():
+            ends = (event.client, event.server)
+            sender, receiver = ends if event.sender == "client" else ends[::-1]
+            carries = event.kind in ("message", "close", "skipped")
+            row = (
                 event.seq,
                 (event.time - start) / 1e6,
                 event.kind,
@@ -49,9 +69,41 @@ def table(flow: EventLog) -> pandas.DataFrame:
                 event.code,
                 event.detail,
             )
-        )
-    frame = pandas.DataFrame(rows, columns=COLUMNS)
-    return frame.astype({"code": "Int64"})
+            rows.append(row + (None, None) if per == "broadcast" else row)
+    columns = BROADCAST_COLUMNS if per == "broadcast" else COLUMNS
+    frame = pandas.DataFrame(rows, columns=columns)
+    types = {"code": "Int64"}
+    if per == "broadcast":
+        types |= {"connection": "Int64", "recipients": "Int64", "skipped": "Int64"}
+    return frame.astype(types)
+
+
+def _broadcast_row(broadcast: Broadcast, start: int) -> tuple[Any, ...]:
+    recipients = sorted(broadcast.recipients)
+    names = [client for _, _, client, _ in recipients[:LANES]]
+    if len(recipients) > LANES:
+        names.append(f"and {len(recipients) - LANES:,} others")
+    skipped = sorted(broadcast.skipped)
+    servers = ", ".join(broadcast.servers)
+    why = "; ".join(f"{who[2]} ({reason})" for who, reason in skipped)
+    return (
+        broadcast.seq,
+        (broadcast.time - start) / 1e6,
+        "broadcast",
+        None,
+        ", ".join(names),
+        servers,
+        "server",
+        servers,
+        ", ".join(names),
+        broadcast.type,
+        broadcast.size,
+        preview(broadcast),
+        None,
+        f"skipped {why}" if why else "",
+        len(recipients),
+        len(skipped),
+    )
 
 
 STATS = [
@@ -65,27 +117,45 @@ def stats(flow: EventLog) -> pandas.DataFrame:
     """One row per connection: messages and bytes each way, rate, latency percentiles.
 
     Message counts come from the flow's running totals, so they stay exact
-    past the cap; bytes, rate and latency come from the events kept. Latency
-    needs both ends of a message recorded in this flow (a kit server and a kit
-    client sharing it); elsewhere it is left empty.
+    past the cap, and count each delivery of a broadcast; bytes, rate and
+    latency come from the events kept. Latency needs both ends of a message
+    recorded in this flow (a kit server and a kit client sharing it);
+    elsewhere it is left empty.
     """
     import numpy
     import pandas
 
     names: dict[int, tuple[str, str]] = {}
     counts: dict[tuple[int, Side, Side], int] = {}  # (connection, at, sender) -> messages
+    recording: set[int] = set()  # connections whose client end records here
     for totals in flow.totals:
         connection, server, client, at = totals.who
         names[connection] = (client, server)
         other: Side = "client" if at == "server" else "server"
         counts[connection, at, at] = totals.sent
         counts[connection, at, other] = totals.received
+        if at == "client":
+            recording.add(connection)
     sizes: dict[tuple[int, Side, Side | None], int] = {}
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     sent: dict[tuple[int, Side | None, int], int] = {}
     latencies: dict[int, list[float]] = {}
-    for event in flow.events:
+    for entry in flow.entries:
+        if isinstance(entry, Broadcast):
+            reached = Counter(entry.connections)
+            for connection, times in reached.items():
+                key: tuple[int, Side, Side | None] = (connection, "server", "server")
+                sizes[key] = sizes.get(key, 0) + times * entry.size
+            touched = set(reached).union(connection for connection, _ in entry.skips)
+            for connection in touched.difference(first):
+                first[connection] = entry.time
+            last.update(dict.fromkeys(touched, entry.time))
+            for connection, index in entry.deliveries:
+                if connection in recording:
+                    sent[connection, "server", index] = entry.time
+            continue
+        event = entry
         first.setdefault(event.connection, event.time)
         last[event.connection] = event.time
         if event.kind != "message":
@@ -122,5 +192,3 @@ def stats(flow: EventLog) -> pandas.DataFrame:
         )  # fmt: skip
     frame = pandas.DataFrame(rows, columns=["connection", *STATS])
     return frame.set_index("connection")
-
-

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .labels import LANES, OTHERS, server_lanes
-from .recorder import Event, EventLog, Side
+from .events import Broadcast, Event, Side
+from .labels import LANES, OTHERS, server_lanes, servers_in
+from .recorder import EventLog
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -15,16 +16,26 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
     """Plot ``flow`` over time: a lane per participant, a dot per message sent.
 
     When both ends recorded a message, a line joins where it was sent to where
-    it was received, so its slope shows the latency. Returns the matplotlib
-    Figure (it displays itself in a notebook).
+    it was received, so its slope shows the latency. A broadcast is one dot at
+    its server, joined to each receipt its clients recorded; a connection it
+    skipped is a cross in that client's lane. Returns the matplotlib Figure (it
+    displays itself in a notebook).
     """
     import matplotlib.pyplot as pyplot
     from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
 
-    events = flow.events
-    clients = list(dict.fromkeys(event.client for event in events))
-    server_lane = server_lanes(events)
+    entries = flow.entries
+    servers = {end.who[1] for end in flow.totals if end.who[3] == "server"}
+    recording = {end.who[0] for end in flow.totals if end.who[3] == "client"}
+    clients = list(
+        dict.fromkeys(
+            client
+            for entry in entries
+            for client in ([entry.client] if isinstance(entry, Event) else _clients(entry))
+        )
+    )
+    server_lane = server_lanes(servers_in(entries, servers))
     shown = clients if len(clients) <= lanes else [*clients[: lanes - 1], OTHERS]
     order = shown + list(dict.fromkeys(server_lane.values())) or ["nothing recorded yet"]
     row = {name: number for number, name in enumerate(order)}
@@ -34,7 +45,7 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
             return row[server_lane[event.server]]
         return row.get(event.client, row.get(OTHERS, 0))
 
-    start = events[0].time if events else 0
+    start = entries[0].time if entries else 0
     sends: dict[tuple[int, Side | None, int], tuple[float, int]] = {}
     opened: set[int] = set()
     marks: dict[str, list[tuple[float, int]]] = {
@@ -43,9 +54,23 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
         "received": [],
         "close": [],
         "error": [],
+        "skipped": [],
     }
     joins = []
-    for event in events:
+    for entry in entries:
+        if isinstance(entry, Broadcast):
+            t = (entry.time - start) / 1e6
+            for server in entry.servers:  # one dot per server, for all its deliveries
+                marks["sent"].append((t, row[server_lane[server]]))
+            if recording:  # receipts to join to
+                at = {who[0]: row[server_lane[who[1]]] for who in entry.recipients}
+                for connection, index in entry.deliveries:
+                    if connection in recording:
+                        sends[connection, "server", index] = (t, at[connection])
+            for (_, _, client, _), _ in entry.skipped:
+                marks["skipped"].append((t, row.get(client, row.get(OTHERS, 0))))
+            continue
+        event = entry
         t = (event.time - start) / 1e6
         if event.kind == "message":
             key = (event.connection, event.sender, event.index)
@@ -75,6 +100,7 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
         "received": ("|", "#c60", 60),
         "close": ("x", "#999", 30),
         "error": ("*", "#d00", 90),
+        "skipped": ("x", "#d60", 40),
     }
     for kind, points in marks.items():
         if points:
@@ -86,10 +112,13 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
     axes.set_xlabel("milliseconds since the first event")
     axes.grid(axis="x", alpha=0.3)
     axes.autoscale(axis="x")
-    axes.set_title(title or f"{len(events):,} events over time", loc="left")
+    axes.set_title(title or f"{len(flow):,} events over time", loc="left")
+    shown_kinds = ["open", "sent", "received", "close", "error"]
+    if marks["skipped"]:
+        shown_kinds.append("skipped")
     handles = [
         Line2D([], [], linestyle="", marker=styles[kind][0], color=styles[kind][1], label=kind)
-        for kind in ("open", "sent", "received", "close", "error")
+        for kind in shown_kinds
     ]
     handles.append(Line2D([], [], color="#88a", label="sent → received"))
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
@@ -97,3 +126,9 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
     return figure
 
 
+
+
+def _clients(broadcast: Broadcast) -> list[str]:
+    """The clients a broadcast reached or skipped, by connection number."""
+    ends = set(broadcast.recipients).union(who for who, _ in broadcast.skipped)
+    return [client for _, _, client, _ in sorted(ends)]

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple, TypeAlias
+from urllib.parse import parse_qsl, urlencode
 
 from websockets.asyncio.connection import Connection
 from websockets.extensions import Extension
@@ -318,6 +319,20 @@ class Recorder(Extension):
         return f"<Recorder {client}↔{server} at {at}: sent {self.sent}, received {self.received}>"
 
 
+#: Query parameters whose values a flow never keeps: the path of each opening is shown.
+SECRET_PARAMETERS = frozenset({"token", "password", "secret", "key", "access_token"})
+
+
+def without_secrets(path: str) -> str:
+    """``path`` with the value of each secret-looking query parameter replaced by ``***``."""
+    base, mark, query = path.partition("?")
+    if not mark:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    hidden = [(key, "***" if key.lower() in SECRET_PARAMETERS else value) for key, value in pairs]
+    return f"{base}?{urlencode(hidden, safe='*')}"
+
+
 _TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enums is slow
 _clock = time.monotonic_ns
 
@@ -346,7 +361,7 @@ class Recording(Connection):
         """The handshake succeeded: record the opening, and every frame from now on."""
         recorder = self.recorder
         if recorder is not None and not recorder.installed:
-            recorder.add("open", detail=path)
+            recorder.add("open", detail=without_secrets(path))
             recorder.install(self.protocol)
 
     def record_error(self, exc: BaseException) -> None:

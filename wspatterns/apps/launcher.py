@@ -162,6 +162,14 @@ class App(ChildProcess):
             raise ProcessFailed(f"the {self.role} ended and left no flow ({self.returncode})")
         return self._last_flow
 
+    async def clients(self, timeout: float = TIMEOUT) -> list[str]:
+        """The names of the clients connected to the program now, as its flow knows them."""
+        events = (await self.export(timeout))["events"]  # (seq, time, kind, connection,
+        # server, client, ...), as Flow.export() writes them
+        kinds = ("open", "end")
+        last = {each[3]: (each[2], each[5]) for each in events if each[2] in kinds}
+        return sorted({client for kind, client in last.values() if kind == "open"})
+
     async def flow(self, timeout: float = TIMEOUT) -> Flow:
         """One flow: the kit's clients of this program, and what the program recorded."""
         return merge(self.local, await self.export(timeout))

@@ -165,7 +165,7 @@ async def test_what_a_program_writes_on_stderr_is_shown_naming_it(program, capsy
     await eventually(lambda: any("KeyError" in (r.hint or "") for r in app.reports), "a report")
     report = app.reports[0]
     assert str(report).startswith("wspatterns: [echo-1] connection handler failed")
-    assert "KeyError: \"a learner's bug\"" in str(report)
+    assert 'KeyError: "a learner\'s bug"' in str(report)
     assert "[echo-1] connection handler failed" in capsys.readouterr().err
 
 
@@ -260,5 +260,3 @@ def test_no_program_outlives_its_kernel(program, how, tmp_path):
     finally:
         if manager.has_kernel:
             manager.shutdown_kernel(now=True)
-
-

@@ -29,14 +29,14 @@ class BrowserTab(anywidget.AnyWidget):
     path = traitlets.Unicode("/").tag(sync=True)
     route = traitlets.Unicode("auto").tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
-    open = traitlets.Bool(True).tag(sync=True)
+    showing = traitlets.Bool(True).tag(sync=True)
 
     def close_tab(self) -> None:
         """Empty the frame: the page unloads and its WebSocket closes, as a closed tab's."""
-        self.open = False
+        self.showing = False
 
     def __repr__(self) -> str:
-        state = "open" if self.open else "closed"
+        state = "open" if self.showing else "closed"
         return f"<BrowserTab 127.0.0.1:{self.port}{self.path} {state}>"
 
 

@@ -34,14 +34,14 @@ function render({ model, el }) {
   frame.title = model.get("title");
   frame.style.cssText = "width: 100%; height: 14em; border: 1px solid #d0d7de; border-radius: 4px;";
   function draw() {
-    const open = model.get("open");
+    const open = model.get("showing");
     frame.src = open ? address(model.get("port"), model.get("path"), model.get("route")) : "about:blank";
     frame.hidden = !open;
   }
-  model.on("change:open", draw);
+  model.on("change:showing", draw);
   draw();
   el.append(frame);
-  return () => model.off("change:open", draw);
+  return () => model.off("change:showing", draw);
 }
 
 export default { render };

@@ -11,15 +11,18 @@ import signal
 import sys
 import textwrap
 import time
+from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
+import websockets
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
 import wspatterns
-from wspatterns.apps import recorded, start_app
+from wspatterns.apps import free_port, recorded, start_app
 from wspatterns.apps.recording import NAME_VARIABLE
 from wspatterns.errors import ProcessFailed
 from wspatterns.flow.recorder import without_secrets
@@ -260,3 +263,82 @@ def test_no_program_outlives_its_kernel(program, how, tmp_path):
     finally:
         if manager.has_kernel:
             manager.shutdown_kernel(now=True)
+
+
+# The lesson's own programs, as %%writefile writes them
+
+LESSON = Path(__file__).parent.parent / "notebooks" / "06_chat_application.ipynb"
+
+
+@pytest.fixture
+def lesson_files(tmp_path):
+    """The files lesson 06 writes, each as its last %%writefile leaves it, in ``tmp_path``."""
+    for cell in nbformat.read(LESSON, as_version=4).cells:
+        first, _, body = cell.source.partition("\n")
+        if cell.cell_type == "code" and first.startswith("%%writefile "):
+            (tmp_path / first.split()[1]).write_text(body + "\n")
+    return tmp_path
+
+
+async def test_the_lesson_program_run_by_hand_is_plain_websockets(lesson_files):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSPATTERNS_APP")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-u", "chat_server.py", cwd=lesson_files,
+        env={**env, "PORT": str(port), "CHAT_TOKEN": "s3cr3t"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert (await process.stdout.readline()).decode() == f"serving on port {port}\n"
+        url = f"ws://127.0.0.1:{port}/lobby?name=ann&token=s3cr3t"
+        async with websockets.connect(url, proxy=None) as ann:
+            assert json.loads(await ann.recv()) == {"joined": "ann"}
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosedOK):
+                await ann.recv()
+            assert ann.close_code == 1001
+        out, err = await asyncio.wait_for(process.communicate(), BOUND)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert out.decode() == "stopped: every handler has returned\n"
+    assert err == b""  # nothing of the kit: recorded() gave {}
+
+
+@pytest.mark.timeout(300)
+async def test_the_lesson_page_comes_back_after_a_crash_with_backoff(lesson_files):
+    from . import browser_harness as harness
+    from .test_browser import needs_chromium
+
+    needs_chromium()
+    from selenium.webdriver.common.by import By
+
+    env = {"CHAT_TOKEN": "s3cr3t"}
+    first = await start_app(lesson_files / "chat_server.py", name="chat-1", env=env)
+    chrome = await asyncio.to_thread(harness.start_chromium)
+    try:
+        await asyncio.to_thread(chrome.get, first.page + "lobby?name=tabby&token=s3cr3t")
+
+        def log() -> list[str]:
+            return [item.text for item in chrome.find_elements(By.CSS_SELECTOR, "#log li")]
+
+        await eventually(lambda: "connected" in log(), "the page connects", harness.seconds(30))
+        assert await first.clients() == ["tabby"]
+        await first.crash()  # no server at all for a while: the page fails and waits longer
+        await eventually(lambda: len([line for line in log() if "again in" in line]) >= 3,
+                         "three failed attempts", harness.seconds(30))  # fmt: skip
+        second = await start_app(lesson_files / "chat_server.py", name="chat-2", env=env,
+                                 port=first.port)  # fmt: skip
+        await eventually(lambda: log().count("connected") == 2, "back", harness.seconds(30))
+        assert await second.clients() == ["tabby"]
+        closes = [line for line in log() if line.startswith("closed")]
+        assert closes[0].startswith("closed (1006)")  # the crash: no close frame
+        waits = [float(line.split("again in ")[1].removesuffix(" s")) for line in closes]
+        # Each wait is the delay times a jitter from 0.5 to 1.5, the delay doubling from 250 ms.
+        for number, wait in enumerate(waits):
+            delay = min(0.25 * 2**number, 8)
+            assert delay * 0.5 - 0.05 <= wait <= delay * 1.5 + 0.05, (number, waits)
+    finally:
+        await asyncio.to_thread(chrome.quit)

@@ -496,6 +496,7 @@ async def follow_returns_at_once(url, channel, received):
         ("check_consumer_and_producer", does_nothing),
         ("check_workers", does_nothing),
         ("check_chat_room", does_nothing),
+        ("check_room_history", does_nothing),
         ("check_resuming_client", follow_returns_at_once),
     ],
 )

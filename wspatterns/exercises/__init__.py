@@ -14,10 +14,12 @@ One module per exercise: :mod:`~wspatterns.exercises.consumer` (lesson 01),
 :mod:`~wspatterns.exercises.producer` (02),
 :mod:`~wspatterns.exercises.consumer_and_producer` (03),
 :mod:`~wspatterns.exercises.queue_workers` (03b), :mod:`~wspatterns.exercises.chat_room`
-(04) and :mod:`~wspatterns.exercises.resuming_client` (05: the exercise on Redis Streams
+(04), :mod:`~wspatterns.exercises.resuming_client` (05: the exercise on Redis Streams
 is a client, ``follow(url, channel, received)``, run against a server that closes its
-connection and restarts). What they share is in :mod:`~wspatterns.exercises.harness`,
-:mod:`~wspatterns.exercises.scripted` and :mod:`~wspatterns.exercises.report`.
+connection and restarts) and :mod:`~wspatterns.exercises.room_history` (06: a chat room
+that sends whoever joins what was said before). What they share is in
+:mod:`~wspatterns.exercises.harness`, :mod:`~wspatterns.exercises.scripted` and
+:mod:`~wspatterns.exercises.report`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .report import Mark, Report
 
 # Last: it needs Redis and the pub/sub room, which the other exercises do not.
 from .resuming_client import check_resuming_client
+from .room_history import check_room_history
 from .solutions import solution
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "check_consumer_and_producer",
     "check_producer",
     "check_resuming_client",
+    "check_room_history",
     "check_workers",
     "solution",
 ]

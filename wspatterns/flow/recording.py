@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import weakref
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from websockets.asyncio.connection import Connection
 from websockets.protocol import CLOSING, OPEN
@@ -16,6 +17,19 @@ from websockets.protocol import CLOSING, OPEN
 from ..internals import broadcast_message, closed_first_by_peer
 from .events import Side
 from .recorder import EventLog, Recorder, ServerRecorder
+
+#: Query parameters whose values a flow never keeps: the path of each opening is shown.
+SECRET_PARAMETERS = frozenset({"token", "password", "secret", "key", "access_token"})
+
+
+def without_secrets(path: str) -> str:
+    """``path`` with the value of each secret-looking query parameter replaced by ``***``."""
+    base, mark, query = path.partition("?")
+    if not mark:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    hidden = [(key, "***" if key.lower() in SECRET_PARAMETERS else value) for key, value in pairs]
+    return f"{base}?{urlencode(hidden, safe='*')}"
 
 
 class Recording(Connection):
@@ -52,7 +66,7 @@ class Recording(Connection):
         """The handshake succeeded: record the opening, and every frame from now on."""
         recorder = self.recorder
         if recorder is not None and not recorder.installed:
-            recorder.add("open", detail=path)
+            recorder.add("open", detail=without_secrets(path))
             recorder.install(self.protocol)
 
     def record_error(self, exc: BaseException) -> None:

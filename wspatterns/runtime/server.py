@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from websockets.asyncio.server import Server as WebSocketsServer
@@ -49,6 +49,16 @@ NAME_PARAMETER = "name"
 STOPPED_BY_YOU = "you stopped it with stop(); serve it again to restart it"
 
 
+class RecordsConnections(Protocol):
+    """What a recording connection asks of its server: a :class:`Server`, or a plain
+    websockets program's recorder (:func:`wspatterns.apps.recorded`)."""
+
+    name: str
+    flow: Flow
+
+    def next_client_name(self) -> str: ...
+
+
 class KitServerConnection(Recording, ServerConnection):
     """A websockets server connection that records into its server's flow, under a name.
 
@@ -57,7 +67,7 @@ class KitServerConnection(Recording, ServerConnection):
 
     name: str = "client"
 
-    def __init__(self, *args: Any, kit: Server, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, kit: RecordsConnections, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kit = kit
         # The request names the client, and frames flow right after the response.

@@ -1,0 +1,344 @@
+"""A learner's program as a process: started, recorded, stopped with SIGTERM or killed, and gone.
+
+Programs here are plain websockets, as lesson 06 writes them; the kit only starts them,
+reads their flow when they opt in with ``**recorded()``, and stops them.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+import websockets
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+
+import wspatterns
+from wspatterns.apps import free_port, recorded, start_app
+from wspatterns.apps.recording import NAME_VARIABLE
+from wspatterns.errors import ProcessFailed
+from wspatterns.flow.recording import without_secrets
+
+from .utils import BOUND, eventually, run_python
+
+PROGRAM = """
+import asyncio, http, os, signal
+from websockets.asyncio.server import serve
+from wspatterns.apps import recorded
+
+async def echo(websocket):
+    async for message in websocket:
+        if message == "fail":
+            raise KeyError("a learner's bug")
+        await websocket.send(message)
+
+def health(connection, request):
+    if request.path == "/healthz":
+        return connection.respond(http.HTTPStatus.OK, "OK\\n")
+
+async def main():
+    options = {} if os.environ.get("UNRECORDED") else recorded()
+    async with serve(echo, "127.0.0.1", int(os.environ["PORT"]), process_request=health,
+                     reuse_port=True, **options) as server:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.close)
+        print("serving", flush=True)
+        await server.serve_forever()
+    print("stopped", flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def program(tmp_path):
+    path = tmp_path / "echo_app.py"
+    path.write_text(PROGRAM)
+    return path
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+# The program's side
+
+
+def test_run_by_hand_a_program_gets_nothing_from_recorded(monkeypatch):
+    monkeypatch.delenv(NAME_VARIABLE, raising=False)
+    assert recorded() == {}
+
+
+def test_a_flow_keeps_no_secret_of_a_url():
+    assert without_secrets("/lobby?name=a&token=s3cr3t&Key=k") == "/lobby?name=a&token=***&Key=***"
+    assert without_secrets("/lobby") == "/lobby"
+    assert without_secrets("/?room=kitchen") == "/?room=kitchen"
+
+
+# Starting, talking, stopping
+
+
+async def test_a_program_is_started_recorded_and_stopped_with_sigterm(program):
+    app = await start_app(program, name="echo-1")
+    assert await app.get("/healthz") == (200, "OK\n")
+    client = await app.connect("alice", "/room?token=s3cr3t")
+    await client.send("hi")
+    assert await client.recv() == "hi"
+    assert await app.clients() == ["alice"]
+    flow = await app.flow()
+    # Both ends of one connection, paired: the program's end and the notebook's.
+    ends = {(event.at, event.sender) for event in flow if event.kind == "message"}
+    assert ends == {("client", "client"), ("server", "client"), ("client", "server"),
+                    ("server", "server")}  # fmt: skip
+    assert len({event.connection for event in flow}) == 1
+    assert {event.detail for event in flow if event.kind == "open"} == {"/room?token=***"}
+
+    assert await app.stop() == 0  # SIGTERM: the program ended by itself
+    assert app.output == ["serving", "stopped"]
+    with pytest.raises(ConnectionClosedOK):
+        await client.recv()
+    assert client.close_code == 1001
+    final = await app.flow()  # what the program told as it ended: its close and its end
+    closes = [event for event in final if event.kind == "close" and event.at == "server"]
+    assert [(event.sender, event.code) for event in closes] == [("server", 1001), ("client", 1001)]
+    assert any(event.kind == "end" and event.at == "server" for event in final)
+    assert gone(app.pid)
+
+
+async def test_a_crash_drops_the_connections_and_keeps_the_flow_seen_before(program):
+    app = await start_app(program, name="echo-1")
+    client = await app.connect("bob")
+    await client.send("before")
+    await client.recv()
+    assert await app.crash() == -signal.SIGKILL
+    with pytest.raises(ConnectionClosedError):
+        await client.recv()
+    assert client.close_code == 1006
+    flow = await app.flow()
+    server_side = [event.kind for event in flow if event.at == "server"]
+    assert server_side == ["open", "message", "message"]  # nothing after: it died
+    assert gone(app.pid)
+
+
+async def test_two_programs_share_a_port_and_each_start_waits_for_its_own(program):
+    first = await start_app(program, name="echo-1")
+    second = await start_app(program, name="echo-2", port=first.port, flow=first.local)
+    listening = [
+        conn.pid for conn in psutil.net_connections("tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == first.port
+    ]  # fmt: skip
+    assert sorted(listening) == sorted([first.pid, second.pid])
+    await first.crash()
+    client = await second.connect("carol")  # the same address: only the second answers now
+    await client.send("still here")
+    assert await client.recv() == "still here"
+
+
+async def test_a_port_taken_by_a_program_that_does_not_share_fails_with_its_last_words(program):
+    from .utils import echo
+
+    taker = await wspatterns.serve(echo)
+    with pytest.raises(ProcessFailed, match="exited with code 1.*last words: OSError"):
+        await start_app(program, name="echo-1", port=taker.port)
+    assert wspatterns.runtime.lifecycle.of_kind("process") == []
+
+
+async def test_a_program_that_records_nothing_says_what_is_missing(program):
+    app = await start_app(program, name="echo-1", env={"UNRECORDED": "1"}, timeout=BOUND)
+    with pytest.raises(ProcessFailed, match=r"does it pass \*\*recorded\(\) to serve\(\)"):
+        await app.export(timeout=0.5)
+
+
+async def test_what_a_program_writes_on_stderr_is_shown_naming_it(program, capsys):
+    app = await start_app(program, name="echo-1")
+    client = await app.connect("dave")
+    await client.send("fail")
+    with pytest.raises(ConnectionClosedError):
+        await client.recv()
+    await eventually(lambda: any("KeyError" in (r.hint or "") for r in app.reports), "a report")
+    report = app.reports[0]
+    assert str(report).startswith("wspatterns: [echo-1] connection handler failed")
+    assert 'KeyError: "a learner\'s bug"' in str(report)
+    assert "[echo-1] connection handler failed" in capsys.readouterr().err
+
+
+async def test_starting_again_under_a_name_stops_the_one_before(program):
+    first = await start_app(program, name="echo-1")
+    second = await start_app(program, name="echo-1")  # a cell run again
+    assert gone(first.pid) and not gone(second.pid)
+    assert first.output == ["serving", "stopped"]  # stopped with SIGTERM, not killed
+
+
+# Nothing left running
+
+
+async def test_stop_all_leaves_no_program(program):
+    apps = [await start_app(program, name=f"echo-{n}") for n in (1, 2)]
+    pids = [app.pid for app in apps]
+    await wspatterns.stop_all()
+    assert all(gone(pid) for pid in pids)
+    assert psutil.wait_procs([psutil.Process(p) for p in pids if not gone(p)], timeout=5)[1] == []
+
+
+def test_a_program_dies_with_a_killed_parent(program):
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, signal
+        from wspatterns.apps import start_app
+
+        async def main():
+            app = await start_app({str(program)!r})
+            print(app.pid, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        asyncio.run(main())
+        """
+    )
+    result = run_python(script)
+    assert result.returncode == -signal.SIGKILL
+    pid = int(result.stdout)
+    asyncio.run(eventually(lambda: gone(pid), f"program {pid} to die with its parent"))
+
+
+START_IN_KERNEL = """
+from wspatterns.apps import start_app
+app = await start_app({path!r}, name="echo-1")
+import os
+print("PID", app.pid, os.getpid())
+"""
+
+
+def pids_started_in(manager: KernelManager, program) -> tuple[int, int]:
+    """The program's pid, and the kernel's."""
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        said = []
+        client.execute_interactive(
+            START_IN_KERNEL.format(path=str(program)),
+            timeout=60,
+            output_hook=lambda msg: said.append(msg["content"].get("text", "")),
+        )
+    finally:
+        client.stop_channels()
+    [line] = [line for line in "".join(said).splitlines() if line.startswith("PID")]
+    _, program_pid, kernel_pid = line.split()
+    return int(program_pid), int(kernel_pid)
+
+
+@pytest.mark.parametrize("how", ["shutdown", "restart", "kill"])
+def test_no_program_outlives_its_kernel(program, how, tmp_path):
+    spec = tmp_path / "kernels" / "here"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+    manager = KernelManager(
+        kernel_name="here", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)])
+    )
+    manager.start_kernel(cwd=str(program.parent))
+    try:
+        pid, kernel = pids_started_in(manager, program)
+        assert not gone(pid)
+        if how == "shutdown":
+            manager.shutdown_kernel(now=False)
+        elif how == "restart":
+            manager.restart_kernel(now=False)
+        else:
+            os.kill(kernel, signal.SIGKILL)  # no atexit: the parent-death signal ends it
+        deadline = time.monotonic() + BOUND
+        while not gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(pid), f"program {pid} outlived its kernel ({how})"
+    finally:
+        if manager.has_kernel:
+            manager.shutdown_kernel(now=True)
+
+
+# The lesson's own programs, as %%writefile writes them
+
+LESSON = Path(__file__).parent.parent / "notebooks" / "06_chat_application.ipynb"
+
+
+@pytest.fixture
+def lesson_files(tmp_path):
+    """The files lesson 06 writes, each as its last %%writefile leaves it, in ``tmp_path``."""
+    for cell in nbformat.read(LESSON, as_version=4).cells:
+        first, _, body = cell.source.partition("\n")
+        if cell.cell_type == "code" and first.startswith("%%writefile "):
+            (tmp_path / first.split()[1]).write_text(body + "\n")
+    return tmp_path
+
+
+async def test_the_lesson_program_run_by_hand_is_plain_websockets(lesson_files):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSPATTERNS_APP")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-u", "chat_server.py", cwd=lesson_files,
+        env={**env, "PORT": str(port), "CHAT_TOKEN": "s3cr3t"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert (await process.stdout.readline()).decode() == f"serving on port {port}\n"
+        url = f"ws://127.0.0.1:{port}/lobby?name=ann&token=s3cr3t"
+        async with websockets.connect(url, proxy=None) as ann:
+            assert json.loads(await ann.recv()) == {"joined": "ann"}
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosedOK):
+                await ann.recv()
+            assert ann.close_code == 1001
+        out, err = await asyncio.wait_for(process.communicate(), BOUND)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert out.decode() == "stopped: every handler has returned\n"
+    assert err == b""  # nothing of the kit: recorded() gave {}
+
+
+@pytest.mark.timeout(300)
+async def test_the_lesson_page_comes_back_after_a_crash_with_backoff(lesson_files):
+    from . import browser_harness as harness
+    from .test_browser import needs_chromium
+
+    needs_chromium()
+    from selenium.webdriver.common.by import By
+
+    env = {"CHAT_TOKEN": "s3cr3t"}
+    first = await start_app(lesson_files / "chat_server.py", name="chat-1", env=env)
+    chrome = await asyncio.to_thread(harness.start_chromium)
+    try:
+        await asyncio.to_thread(chrome.get, first.page + "lobby?name=tabby&token=s3cr3t")
+
+        def log() -> list[str]:
+            return [item.text for item in chrome.find_elements(By.CSS_SELECTOR, "#log li")]
+
+        await eventually(lambda: "connected" in log(), "the page connects", harness.seconds(30))
+        assert await first.clients() == ["tabby"]
+        await first.crash()  # no server at all for a while: the page fails and waits longer
+        await eventually(lambda: len([line for line in log() if "again in" in line]) >= 3,
+                         "three failed attempts", harness.seconds(30))  # fmt: skip
+        second = await start_app(lesson_files / "chat_server.py", name="chat-2", env=env,
+                                 port=first.port)  # fmt: skip
+        await eventually(lambda: log().count("connected") == 2, "back", harness.seconds(30))
+        assert await second.clients() == ["tabby"]
+        closes = [line for line in log() if line.startswith("closed")]
+        assert closes[0].startswith("closed (1006)")  # the crash: no close frame
+        waits = [float(line.split("again in ")[1].removesuffix(" s")) for line in closes]
+        # Each wait is the delay times a jitter from 0.5 to 1.5, the delay doubling from 250 ms.
+        for number, wait in enumerate(waits):
+            delay = min(0.25 * 2**number, 8)
+            assert delay * 0.5 - 0.05 <= wait <= delay * 1.5 + 0.05, (number, waits)
+    finally:
+        await asyncio.to_thread(chrome.quit)

@@ -1,0 +1,288 @@
+"""A program of your own, started from the notebook as a plain process, watched, and stopped.
+
+``chat = await start_app("chat_server.py", name="chat-1")`` runs ``python
+chat_server.py`` in a process of its own, with ``PORT`` in its environment (a
+free port unless you give one), and returns once that process listens on it.
+The program is plain websockets: the kit only reads what it prints and, if it
+opted in with ``**recorded()`` (see :mod:`~wspatterns.apps.recording`), what
+crossed its connections: ``await chat.flow()``.
+
+``await chat.stop()`` sends SIGTERM, as a deployment does, and waits for the
+program to finish on its own; ``await chat.kill()`` sends SIGKILL, as a crash
+would. The kit's registry holds every program it started: ``stop_all()``, the
+end of the kernel and a kernel restart leave none running (and, on Linux, a
+program dies with the kernel that started it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .. import reports
+from ..errors import ProcessFailed
+from ..flow import Flow, merge
+from ..reports import ErrorReport
+from ..runtime import connect, lifecycle
+from ..runtime.processes import ChildProcess
+from ..settings import TIMEOUT
+from ..waiting import wait_until
+from .recording import KIT_LINE, NAME_VARIABLE, TOKEN_VARIABLE
+
+
+class App(ChildProcess):
+    """A program started by :func:`start_app`: where it serves, what it printed, its flow.
+
+    ``url`` is ``ws://127.0.0.1:PORT/`` and ``page`` the same address in HTTP;
+    ``output`` holds the lines it printed (stdout and stderr, as they came);
+    ``local`` is the flow the kit's clients opened with :meth:`connect` record into;
+    ``returncode`` is None while it runs, then its exit status (``-9`` when killed).
+    """
+
+    role = "program"
+
+    def __init__(self, path: Path, name: str, port: int, env: dict[str, str], local: Flow):
+        extra = {**env, "PORT": str(port), NAME_VARIABLE: name, TOKEN_VARIABLE: local.token}
+        super().__init__([], env=extra)
+        self.path = path
+        self.name = name
+        self.role = f"program {name!r} ({path.name})"
+        self.port = port
+        self.local = local
+        self.output: list[str] = []
+        self.reports: list[ErrorReport] = []
+        self._last_flow: dict[str, Any] | None = None
+        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._stdout_task: asyncio.Task[None] | None = None
+        self._traceback = False  # in the middle of one, on stderr
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-u", str(self.path)]
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def page(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
+    # Starting
+
+    async def start_listening(self, timeout: float) -> None:
+        """Launch the program and wait until it listens on its port."""
+        await self.launch()
+        self._stdout_task = asyncio.create_task(self._read_stdout())
+        # Held under its name, so that a program started again under it replaces this one.
+        lifecycle.forget("process", id(self), self)
+        lifecycle.add("process", ("app", self.name), self)
+        try:
+            await wait_until(lambda: self.returncode is not None or self._listens(), timeout)
+        except TimeoutError:
+            raise ProcessFailed(
+                f"the {self.role} did not listen on port {self.port} within {timeout:g} s"
+                f"{self._last_words()}"
+            ) from None
+        if self.returncode is not None:
+            raise ProcessFailed(await self.gone() or f"the {self.role} ended")
+
+    def _listens(self) -> bool:
+        """Whether this very process (not another on a shared port) listens on the port."""
+        try:
+            sockets = psutil.Process(self.pid).net_connections(kind="tcp")
+        except (psutil.Error, ValueError):
+            return False
+        return any(s.status == psutil.CONN_LISTEN and s.laddr.port == self.port for s in sockets)
+
+    # What it says
+
+    async def _read_stdout(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            text = line.decode(errors="replace").rstrip("\n")
+            if text.startswith(KIT_LINE):
+                answer = json.loads(text.removeprefix(KIT_LINE))
+                if "final" in answer:
+                    self._last_flow = answer["final"]
+                else:
+                    self._answers.put_nowait(answer)
+            else:
+                self.output.append(text)
+
+    def heard(self, line: str) -> None:
+        # What the program writes on stderr (a traceback, websockets' log) is kept with
+        # its output and shown under the next cell, naming the program: a new report on
+        # each line that starts at the margin, the lines indented under it as its detail.
+        self.output.append(line)
+        detail = self._traceback or line[:1].isspace() or line.startswith("Traceback")
+        # A traceback ends with its exception's line, at the margin.
+        self._traceback = line.startswith("Traceback") or (self._traceback and line[:1] == " ")
+        if not detail or not self.reports:
+            self.reports.append(ErrorReport(self.name, None, None, f"[{self.name}] {line}"))
+            reports.show(self.reports[-1])
+        else:
+            report = self.reports[-1]
+            report.hint = f"{report.hint}\n{line}" if report.hint else line
+
+    async def _ask(self, command: str, timeout: float) -> dict[str, Any]:
+        if self.returncode is not None:
+            raise ProcessFailed(f"the {self.role} has ended ({self.returncode})")
+        self.send(command)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._answers.get()
+        except TimeoutError:
+            raise ProcessFailed(
+                f"the {self.role} did not answer {command!r} within {timeout:g} s: does it "
+                "pass **recorded() to serve()?"
+            ) from None
+
+    async def export(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """What the program's flow holds now (once it ended: the last it told)."""
+        if self.returncode is None:
+            self._last_flow = (await self._ask("flow", timeout))["flow"]
+        if self._last_flow is None:
+            raise ProcessFailed(f"the {self.role} ended and left no flow ({self.returncode})")
+        return self._last_flow
+
+    async def clients(self, timeout: float = TIMEOUT) -> list[str]:
+        """The names of the clients connected to the program now, as its flow knows them."""
+        events = (await self.export(timeout))["events"]  # (seq, time, kind, connection,
+        # server, client, ...), as Flow.export() writes them
+        kinds = ("open", "end")
+        last = {each[3]: (each[2], each[5]) for each in events if each[2] in kinds}
+        return sorted({client for kind, client in last.values() if kind == "open"})
+
+    async def flow(self, timeout: float = TIMEOUT) -> Flow:
+        """One flow: the kit's clients of this program, and what the program recorded."""
+        return merge(self.local, await self.export(timeout))
+
+    async def clear(self, timeout: float = TIMEOUT) -> None:
+        """Forget what was recorded so far, in the program and by the clients here."""
+        await self._ask("clear", timeout)
+        self.local.clear()
+
+    async def get(self, path: str = "/", timeout: float = TIMEOUT) -> tuple[int, str]:
+        """``GET path`` over plain HTTP, as a browser or a load balancer would: (status, body)."""
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                writer.write((request + "Connection: close\r\n\r\n").encode())
+                answer = await reader.read()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        head, _, body = answer.decode(errors="replace").partition("\r\n\r\n")
+        return int(head.split()[1]), body
+
+    def connect(self, name: str, path: str = "/", **options: Any) -> connect:
+        """A kit client named ``name`` to ``path`` (with its query), recorded in ``local``."""
+        return connect(self.url.rstrip("/") + path, name=name, flow=self.local, **options)
+
+    # Stopping
+
+    async def stop(self, timeout: float = TIMEOUT) -> int | None:  # type: ignore[override]
+        """SIGTERM, then wait up to ``timeout`` s for the program to end on its own (killed
+        after that); returns its exit status. Its last flow is kept for :meth:`flow`."""
+        process = self.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout)
+        await self._finish()
+        return self.returncode
+
+    async def crash(self) -> int | None:
+        """SIGKILL, as a crash: the program ends at once, its connections drop without a
+        closing handshake. The kit asks for its flow just before, to show what it held."""
+        if self.returncode is None:
+            with contextlib.suppress(ProcessFailed):
+                await self.export()
+        self.kill()
+        await self._finish()
+        return self.returncode
+
+    async def _finish(self) -> None:
+        """Reap the process, read its last lines, and leave the registry."""
+        await self.close(grace=0)
+        lifecycle.forget("process", ("app", self.name), self)
+        if self._stdout_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stdout_task), 2)
+
+    async def retire(self, why: str) -> None:
+        await self.stop(timeout=2)
+
+    def __repr__(self) -> str:
+        state = "running" if self.returncode is None else f"ended ({self.returncode})"
+        return f"<App {self.name!r} ({self.path.name}) at {self.url} {state}>"
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (another program could take it before ours does)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def start_app(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    flow: Flow | None = None,
+    timeout: float = TIMEOUT,
+) -> App:
+    """Run ``python path`` as a process of its own and return once it listens on ``port``.
+
+    The program reads its port from ``$PORT`` (a free one unless ``port`` is given: give
+    another program's port to share it, with ``reuse_port=True`` in both). ``env`` adds to
+    its environment: the place for a secret, which a command line would show to every user.
+    ``name`` (the file's name by default) is what the flow calls it; a program started
+    before under the same name is stopped first. ``flow`` is shared by the kit's clients of
+    several programs (by default, each program has its own). Raises
+    :class:`~wspatterns.errors.ProcessFailed` with the program's last words if it ends or
+    does not listen within ``timeout`` seconds.
+    """
+    script = Path(path)
+    if not script.is_file():
+        raise FileNotFoundError(f"no program {str(script)!r} here ({Path.cwd()})")
+    name = name or script.stem
+    await lifecycle.retire("process", ("app", name), f"a newer start_app(name={name!r})")
+    app = App(script.resolve(), name, free_port() if port is None else port, env or {},
+              Flow() if flow is None else flow)  # fmt: skip
+    try:
+        await app.start_listening(timeout)
+    except BaseException:
+        await app._finish()
+        raise
+    return app
+
+
+async def flow_of(*apps: App, timeout: float = TIMEOUT) -> Flow:
+    """One flow: what several programs recorded and the kit's clients of them, merged."""
+    exports = await asyncio.gather(*(app.export(timeout) for app in apps))
+    locals_ = list({id(app.local): app.local for app in apps}.values())
+    return merge(*locals_, *exports)

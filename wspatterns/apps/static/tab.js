@@ -1,0 +1,47 @@
+// A browser tab in a notebook output: an iframe showing the page a program serves.
+//
+// The page in the frame is the program's own, with its own script and WebSocket: the
+// notebook only frames it. Like a browser client of the kit, the frame takes the
+// program's address when this page comes from the kernel's machine, and goes through
+// jupyter-server-proxy (<base_url>proxy/<port>/) when it does not, or when told to.
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)$/i;
+
+function jupyterBaseUrl() {
+  const element = document.getElementById("jupyter-config-data");
+  if (element) {
+    try {
+      const base = JSON.parse(element.textContent).baseUrl;
+      if (typeof base === "string") return base.endsWith("/") ? base : base + "/";
+    } catch (error) {
+      // not JSON: no Jupyter server to go through
+    }
+  }
+  return null;
+}
+
+export function address(port, path, route, page = location) {
+  const base = jupyterBaseUrl();
+  const far = !LOOPBACK.test(page.hostname);
+  const proxy = base !== null && (route === "proxy" || (route !== "direct" && far));
+  if (proxy) return `${page.protocol}//${page.host}${base}proxy/${port}${path}`;
+  return `http://127.0.0.1:${port}${path}`;
+}
+
+function render({ model, el }) {
+  const frame = document.createElement("iframe");
+  frame.className = "wsp-tab";
+  frame.title = model.get("title");
+  frame.style.cssText = "width: 100%; height: 14em; border: 1px solid #d0d7de; border-radius: 4px;";
+  function draw() {
+    const open = model.get("showing");
+    frame.src = open ? address(model.get("port"), model.get("path"), model.get("route")) : "about:blank";
+    frame.hidden = !open;
+  }
+  model.on("change:showing", draw);
+  draw();
+  el.append(frame);
+  return () => model.off("change:showing", draw);
+}
+
+export default { render };

@@ -103,9 +103,8 @@ async function settled(panel, deadline) {
     : await app.commands.execute("docmanager:open", { path, factory: "Notebook" });
   app.shell.activateById(panel.id);
   const seen = await settled(panel, deadline);
-  await panel.sessionContext.shutdown();
-  panel.context.model.dirty = false;  // a notebook of one's own: closed without a question
-  panel.dispose();
+  // Left open, as a learner leaves tabs: closing one at once would cancel JupyterLab's
+  // debugger while it asks the new kernel for its state, an error no learner causes.
   return seen;
 })().then((answer) => done(answer), (error) => done({ error: String(error) }));
 """

@@ -290,6 +290,23 @@ async def test_order_puts_the_lanes_named_first():
         server.flow.sequence(order=["carol"])
 
 
+async def test_clients_draws_only_their_connections():
+    flow = await chat_with_broadcasts(("alice", "bob", "carol"))
+    alone = flow.sequence(clients=["bob"])
+    assert alone.lanes == ["bob", "server"]
+    assert alone.text.splitlines()[:4] == [
+        "[bob connects to /]",
+        "server → bob: “hello, everyone” · 15 B",
+        "server → bob: binary 01 02 · 2 B",
+        "bob ⇢ server: close 1000 (OK)",
+    ]  # alice's "just for you" is not bob's
+    assert "alice" not in alone.text + alone.mermaid + alone.svg
+    two = flow.sequence(clients=["alice", "carol"])
+    assert two.lanes == ["alice", "carol", "server"]
+    assert "server → alice, carol: “hello, everyone” · 15 B" in two.text
+    assert flow.sequence(clients=[]).text == "[nothing recorded yet]"
+
+
 # Broadcasts
 
 

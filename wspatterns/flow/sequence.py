@@ -78,12 +78,15 @@ def sequence(
     lanes: int = LANES,
     width: int = 20,
     order: Iterable[str] = (),
+    clients: Iterable[str] | None = None,
 ) -> SequenceDiagram:
     """Draw ``flow`` as a sequence diagram, one arrow per message, one fan-out per broadcast.
 
     Lanes go clients first, then servers, each in the order they appear;
     ``order`` names lanes to put first, left to right, such as
-    ``["alice", "worker-1", "redis", "worker-2", "bob"]``.
+    ``["alice", "worker-1", "redis", "worker-2", "bob"]``. ``clients`` draws only
+    the connections of the clients it names, and the servers they reached: what
+    one client went through in a crowded flow (``clients=["alice"]``).
 
     Each arrow shows the first ``width`` characters of its message (at most
     the 48 bytes a flow keeps). A message recorded at both ends is drawn once.
@@ -99,10 +102,19 @@ def sequence(
         raise ValueError(f"width must be at least 1 character; got {width}.")
     entries = flow.entries
     ends = flow.totals
+    chosen = None if clients is None else set(clients)
+    if chosen is not None:
+        entries = [
+            entry
+            for entry in entries
+            if (entry.client in chosen if isinstance(entry, Event) else
+                any(who[2] in chosen for who in entry.recipients)
+                or any(who[2] in chosen for who, _ in entry.skipped))
+        ]  # fmt: skip
     servers = {end.who[1] for end in ends if end.who[3] == "server"}
     recording = {end.who[0] for end in ends if end.who[3] == "client"}
     server_lane = server_lanes(servers_in(entries, servers))
-    found = list(_steps(entries, server_lane, recording, width))
+    found = list(_steps(entries, server_lane, recording, width, chosen))
     notes = []
     dropped = flow.dropped
     if dropped:
@@ -115,7 +127,7 @@ def sequence(
         if others:
             text += f", {others:,} other {_plural(others, 'step')}"
         found = [*found[: limit // 2], Step((), text + " …", arrow=False), *found[-(limit // 2) :]]
-    steps = [drawn for step in found for drawn in _labelled(step, width, server_lane)]
+    steps = [drawn for step in found for drawn in _labelled(step, width, server_lane, chosen)]
     steps, names = _share_lanes(steps, lanes, set(server_lane.values()))
     first = list(order)
     unknown = [name for name in first if name not in names]
@@ -137,14 +149,20 @@ def _plural(count: int, word: str) -> str:
 
 
 def _labelled(
-    step: Step[str | Event | Broadcast], width: int, server_lane: dict[str, str]
+    step: Step[str | Event | Broadcast],
+    width: int,
+    server_lane: dict[str, str],
+    chosen: set[str] | None = None,
 ) -> list[Step[str]]:
-    """``step`` ready to draw: its words, and a broadcast's lanes (one step per server)."""
+    """``step`` ready to draw: its words, and a broadcast's lanes (one step per server),
+    to the ``chosen`` clients only if some are."""
     text = step.text
     if isinstance(text, Broadcast):
         words = label(text, width)
         fans: dict[str, list[str]] = {}
         for _, server, client, _ in sorted(set(text.recipients)):
+            if chosen is not None and client not in chosen:
+                continue
             fans.setdefault(server_lane.get(server, server), []).append(client)
         return [Step((lane, *clients), words, count=len(clients)) for lane, clients in fans.items()]
     if isinstance(text, Event):
@@ -157,6 +175,7 @@ def _steps(
     server_lane: dict[str, str],
     recording: set[int],
     width: int,
+    chosen: set[str] | None = None,
 ) -> Iterable[Step[str | Event | Broadcast]]:
     seen: set[tuple[int, Kind, Side | None, int]] = set()
     closed: set[int] = set()  # connections whose close frames are drawn
@@ -166,11 +185,16 @@ def _steps(
                 for connection, index in entry.deliveries:
                     if connection in recording:
                         seen.add((connection, "message", "server", index))
-            count = len(entry.connections)
+            if chosen is None:
+                count = len(entry.connections)
+            else:
+                count = sum(who[2] in chosen for who in entry.recipients)
             if count:
                 yield Step((), entry, count=count)  # its lanes are worked out if drawn
             if entry.skips:
-                yield _skipped(entry, server_lane, width, count)
+                note = _skipped(entry, server_lane, width, count, chosen)
+                if note is not None:
+                    yield note
             continue
         event = entry
         server = server_lane[event.server]
@@ -195,14 +219,23 @@ def _steps(
 
 
 def _skipped(
-    broadcast: Broadcast, server_lane: dict[str, str], width: int, sent: int
-) -> Step[str]:
-    """A note over the connections ``broadcast`` passed over, saying why."""
+    broadcast: Broadcast,
+    server_lane: dict[str, str],
+    width: int,
+    sent: int,
+    chosen: set[str] | None = None,
+) -> Step[str] | None:
+    """A note over the connections ``broadcast`` passed over (of ``chosen`` clients, if
+    some are), saying why; None if it passed over none of them."""
     reasons: dict[str, list[str]] = {}
     lanes: dict[str, None] = {}
     for (_, server, client, _), why in sorted(broadcast.skipped):
+        if chosen is not None and client not in chosen:
+            continue
         reasons.setdefault(why, []).append(client)
         lanes.update({server_lane.get(server, server): None, client: None})
+    if not reasons:
+        return None
     text = "broadcast() skipped " + "; ".join(
         f"{', '.join(clients)} ({why})" for why, clients in reasons.items()
     )

@@ -213,9 +213,9 @@ def start_chromium(window: str = "1280,1600", host_rules: str | None = None) -> 
 
 CLEAN = "window.wspatternsPanel && (window.wspatternsPanel.context.model.dirty = false);"
 
-OPENED = """
-const [path, limit, done] = arguments;
-(async () => {
+# Inside an async function with ``limit`` (seconds) in scope: wait for JupyterLab to be
+# restored, leaving ``deadline``, ``pause`` and ``app`` for what follows.
+STARTED = """
   const deadline = Date.now() + limit * 1000;
   const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
   while (!window.jupyterapp) {
@@ -225,6 +225,11 @@ const [path, limit, done] = arguments;
   const app = window.jupyterapp;
   await app.started;
   await app.restored;
+"""
+
+OPENED = """
+const [path, limit, done] = arguments;
+(async () => {""" + STARTED + """
   const panel = await app.commands.execute("docmanager:open", { path, factory: "Notebook" });
   app.shell.activateById(panel.id);
   window.wspatternsPanel = panel;

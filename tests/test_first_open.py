@@ -23,16 +23,7 @@ LESSONS = Path(__file__).parent.parent / "notebooks"
 # The page as it stands once JupyterLab has opened what it was asked to open first.
 FIRST_PAGE = """
 const [limit, done] = arguments;
-(async () => {
-  const deadline = Date.now() + limit * 1000;
-  const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
-  while (!window.jupyterapp) {
-    if (Date.now() > deadline) throw new Error("JupyterLab did not start");
-    await pause();
-  }
-  const app = window.jupyterapp;
-  await app.started;
-  await app.restored;
+(async () => {""" + harness.STARTED + """
   let panel = app.shell.currentWidget;
   while (!(panel && panel.context)) {
     if (Date.now() > deadline) throw new Error("JupyterLab opened no notebook first");

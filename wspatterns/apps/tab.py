@@ -17,6 +17,7 @@ import anywidget
 import traitlets
 
 from ..browsers.routes import asked_route
+from ..browsers.view import esm
 
 STATIC = resources.files("wspatterns.apps") / "static"
 
@@ -24,7 +25,7 @@ STATIC = resources.files("wspatterns.apps") / "static"
 class BrowserTab(anywidget.AnyWidget):
     """An iframe of ``http://127.0.0.1:{port}{path}`` (or through jupyter-server-proxy)."""
 
-    _esm = (STATIC / "tab.js").read_text(encoding="utf-8")
+    _esm = esm("tab.js", STATIC)
     port = traitlets.Int(0).tag(sync=True)
     path = traitlets.Unicode("/").tag(sync=True)
     route = traitlets.Unicode("auto").tag(sync=True)

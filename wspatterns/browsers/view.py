@@ -9,6 +9,7 @@ Importing this module imports anywidget and ipywidgets, so only a browser client
 from __future__ import annotations
 
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import anywidget
 import traitlets
@@ -16,10 +17,16 @@ import traitlets
 STATIC = resources.files("wspatterns.browsers") / "static"
 
 
+def esm(name: str, folder: Traversable = STATIC) -> str:
+    """The ES module ``folder/name``, with ``where.js`` (where the page is) in front of it."""
+    where = (STATIC / "where.js").read_text(encoding="utf-8")
+    return where + "\n" + (folder / name).read_text(encoding="utf-8")
+
+
 class BrowserView(anywidget.AnyWidget):
     """One browser client's widget: ``key`` tells its pages apart, ``name`` is shown."""
 
-    _esm = (STATIC / "client.js").read_text(encoding="utf-8")
+    _esm = esm("client.js")
     _css = (STATIC / "client.css").read_text(encoding="utf-8")
     key = traitlets.Unicode("").tag(sync=True)
     name = traitlets.Unicode("").tag(sync=True)

@@ -5,20 +5,7 @@
 // program's address when this page comes from the kernel's machine, and goes through
 // jupyter-server-proxy (<base_url>proxy/<port>/) when it does not, or when told to.
 
-const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)$/i;
-
-function jupyterBaseUrl() {
-  const element = document.getElementById("jupyter-config-data");
-  if (element) {
-    try {
-      const base = JSON.parse(element.textContent).baseUrl;
-      if (typeof base === "string") return base.endsWith("/") ? base : base + "/";
-    } catch (error) {
-      // not JSON: no Jupyter server to go through
-    }
-  }
-  return null;
-}
+// LOOPBACK and jupyterBaseUrl() come from browsers/static/where.js, put in front by tab.py.
 
 export function address(port, path, route, page = location) {
   const base = jupyterBaseUrl();

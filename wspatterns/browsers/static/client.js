@@ -4,9 +4,9 @@
 // connection per widget model and page, made in initialize(); every view
 // rendered of that model draws the same connection. The kernel drives it with
 // custom messages ({do: ...}) and hears what happened ({event: ...}).
+// LOOPBACK and jupyterBaseUrl() come from where.js, put in front of this module by view.py.
 
 const REGISTRY = "__wspatterns_browser_clients__";
-const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)$/i;
 const SHOWN = 120; // characters of a message shown in the log
 const KEPT = 500; // log lines kept per client
 const CLOSE_NAMES = {
@@ -20,21 +20,6 @@ const CLOSE_NAMES = {
 function registry() {
   if (!globalThis[REGISTRY]) globalThis[REGISTRY] = new Map();
   return globalThis[REGISTRY];
-}
-
-// Where this page's Jupyter server lives: JupyterLab and Notebook 7 say it in the page.
-function jupyterBaseUrl() {
-  const element = document.getElementById("jupyter-config-data");
-  if (element) {
-    try {
-      const base = JSON.parse(element.textContent).baseUrl;
-      if (typeof base === "string") return base.endsWith("/") ? base : base + "/";
-    } catch (error) {
-      // not JSON: fall through to the address
-    }
-  }
-  const match = location.pathname.match(/^(.*?\/)(lab|notebooks|tree|doc|edit|voila)(\/|$)/);
-  return match ? match[1] : null;
 }
 
 // The route from this page to the kit's server, and why it was taken.

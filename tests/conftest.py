@@ -1,11 +1,9 @@
-import json
-import sys
 
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
 import wspatterns
+
+from .utils import kernel_manager
 
 
 @pytest.fixture(autouse=True)
@@ -16,13 +14,7 @@ async def _stop_everything_after_each_test():
 
 @pytest.fixture
 def kernel(tmp_path):
-    spec = tmp_path / "kernels" / "here"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
-    manager = KernelManager(
-        kernel_name="here", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)])
-    )
+    manager = kernel_manager(tmp_path)
     manager.start_kernel()
     client = manager.client()
     client.start_channels()

@@ -17,7 +17,6 @@ import nbformat
 import psutil
 import pytest
 import websockets
-from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
@@ -27,7 +26,7 @@ from wspatterns.apps.recording import NAME_VARIABLE
 from wspatterns.errors import ProcessFailed
 from wspatterns.flow.recording import without_secrets
 
-from .utils import BOUND, eventually, run_python
+from .utils import BOUND, eventually, kernel_manager, run_python
 
 PROGRAM = """
 import asyncio, http, os, signal
@@ -239,13 +238,7 @@ def pids_started_in(manager: KernelManager, program) -> tuple[int, int]:
 
 @pytest.mark.parametrize("how", ["shutdown", "restart", "kill"])
 def test_no_program_outlives_its_kernel(program, how, tmp_path):
-    spec = tmp_path / "kernels" / "here"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
-    manager = KernelManager(
-        kernel_name="here", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)])
-    )
+    manager = kernel_manager(tmp_path)
     manager.start_kernel(cwd=str(program.parent))
     try:
         pid, kernel = pids_started_in(manager, program)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import psutil
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 
 from wspatterns.waiting import wait_until
 
@@ -125,3 +129,15 @@ def every_view(flow):
     pyplot.close(flow.timeline())
     assert f"on {len(connections)} connection" in repr(flow.live())
     return diagram
+
+
+def kernel_manager(folder: Path) -> KernelManager:
+    """A kernel manager, not started, for an ipykernel of this Python (the checkout's
+    .venv), described in a kernel spec written under ``folder``."""
+    spec = folder / "kernels" / "here"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+    return KernelManager(
+        kernel_name="here", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)])
+    )

@@ -300,6 +300,37 @@ async def test_the_lesson_program_run_by_hand_is_plain_websockets(lesson_files):
     assert err == b""  # nothing of the kit: recorded() gave {}
 
 
+async def test_the_lesson_program_lets_in_pages_of_its_own_host_and_the_token_only(lesson_files):
+    chat = await start_app(lesson_files / "chat_server.py", name="chat", env={"CHAT_TOKEN": "t0k"})
+    try:
+        url = chat.url.rstrip("/")
+        host = url.removeprefix("ws://")
+        # Through a hub, the request names the hub's host, and so does the page's origin.
+        hub = "ws://hub.example:8000/?name=ann&token=t0k"
+        through_hub = {"host": "127.0.0.1", "port": chat.port, "origin": "http://hub.example:8000"}
+        allowed = {
+            "no Origin": (f"{url}/?name=ann&token=t0k", {}),
+            "its own page": (f"{url}/?name=ann&token=t0k", {"origin": f"http://{host}"}),
+            "its page through a hub's proxy": (hub, through_hub),
+        }
+        for why, (address, options) in allowed.items():
+            async with websockets.connect(address, proxy=None, **options) as ann:
+                assert json.loads(await ann.recv()) == {"joined": "ann"}, why
+        refused = {
+            "another site's page": ({"origin": "https://elsewhere.example"}, "t0k"),
+            "no token": ({}, ""),
+            "a token outside ASCII": ({}, "%C3%A9"),  # compare_digest on str would raise: 500
+        }
+        for why, (options, token) in refused.items():
+            with pytest.raises(websockets.InvalidStatus) as answer:
+                async with websockets.connect(f"{url}/?token={token}", proxy=None, **options):
+                    pass
+            assert answer.value.response.status_code == 403, why
+        assert chat.reports == []
+    finally:
+        await chat.stop()
+
+
 @pytest.mark.timeout(300)
 async def test_the_lesson_page_comes_back_after_a_crash_with_backoff(lesson_files):
     from . import browser_harness as harness

@@ -24,6 +24,8 @@ import wspatterns
 from wspatterns.apps import free_port, recorded, start_app
 from wspatterns.apps.recording import NAME_VARIABLE
 from wspatterns.errors import ProcessFailed
+from wspatterns.flow import CAP
+from wspatterns.flow.events import HEAD
 from wspatterns.flow.recording import without_secrets
 
 from .utils import BOUND, eventually, kernel_manager, run_python
@@ -156,6 +158,48 @@ async def test_a_program_that_records_nothing_says_what_is_missing(program):
     app = await start_app(program, name="echo-1", env={"UNRECORDED": "1"}, timeout=BOUND)
     with pytest.raises(ProcessFailed, match=r"does it pass \*\*recorded\(\) to serve\(\)"):
         await app.export(timeout=0.5)
+
+
+async def test_a_flow_at_the_cap_comes_back_whole_every_time_and_the_program_goes_on(program):
+    app = await start_app(program, name="echo-1")
+    client = await app.connect("alice")
+    count = CAP // 2 + 10  # echoed: two events each in the program, past its cap
+
+    def numbered(number: int) -> str:  # é and " weigh on the flow's JSON
+        return f'{number:06} é" ' + "x" * 40
+
+    async def send_all() -> None:
+        for number in range(count):
+            await client.send(numbered(number))
+
+    sending = asyncio.create_task(send_all())  # and read meanwhile, or both sides would wait
+    for number in range(count):
+        async with asyncio.timeout(BOUND):
+            assert await client.recv() == numbered(number)
+    await sending
+    # The program's flow: its open, then each message received and echoed (it reads a few
+    # before it echoes them); the cap keeps the last CAP events, the latest messages each way.
+    for _ in range(2):  # whole, and whole again: the first read leaves nothing behind
+        flow = await app.flow()
+        served = [event for event in flow.events if event.at == "server"]
+        assert len(served) == CAP
+        for sender in ("client", "server"):
+            heads = [event.head for event in served if event.sender == sender]
+            latest = range(count - len(heads), count)
+            assert heads == [numbered(number).encode()[:HEAD] for number in latest]
+    # A read given up on is not blamed on **recorded(), and its answer is not the next one's.
+    with pytest.raises(ProcessFailed, match="did not answer 'flow' within") as failure:
+        await app.export(timeout=0.001)
+    assert "recorded()" not in str(failure.value)
+    await app.clear()
+    await client.send("small")
+    async with asyncio.timeout(BOUND):
+        assert await client.recv() == "small"
+    assert len([event for event in await app.flow() if event.kind == "message"]) == 4
+    assert await app.stop() == 0
+    assert app.output == ["serving", "stopped"]  # the program's own lines, to its last
+    closes = [(event.at, event.code) for event in await app.flow() if event.kind == "close"]
+    assert ("server", 1001) in closes  # its last flow, told as it ended
 
 
 async def test_what_a_program_writes_on_stderr_is_shown_naming_it(program, capsys):

@@ -11,6 +11,8 @@ import psutil
 import pytest
 
 from wspatterns.errors import ProcessFailed
+from wspatterns.flow import CAP
+from wspatterns.flow.events import HEAD
 from wspatterns.pubsub.redis_server import URL_VARIABLE, start_redis
 from wspatterns.pubsub.workers import Worker, start_workers
 
@@ -143,6 +145,46 @@ async def test_workers_say_when_redis_is_gone_and_serve_again_when_it_is_back():
         assert not any(secret in e.detail for e in flow.events)
     finally:
         own.stop()
+
+
+# Big flows
+
+#: Publishes that fill a worker's flow past its cap.
+BIG = CAP + 10
+
+
+def numbered(number: int) -> str:
+    """A publish with its number first (in the head a flow keeps); é and " weigh on JSON."""
+    request = {"message": f'{number:06} é"', "action": "publish", "channel": "news"}
+    return json.dumps(request, ensure_ascii=False)
+
+
+async def test_a_flow_at_the_cap_comes_back_whole_every_time_and_the_workers_go_on():
+    async with await start_workers(1) as workers:
+        alice = await workers.connect("alice")
+        for number in range(BIG):  # nobody subscribed: one event each, here and there
+            await alice.send(numbered(number))
+        await subscribe(alice)  # answered once the worker has taken every publish
+        # The worker's flow: its open, BIG publishes, the subscribe and its answer. Past the
+        # cap the oldest go, its open first: the first publish kept is number `first`.
+        dropped = 1 + BIG + 2 - CAP
+        first = dropped - 1
+        for _ in range(2):  # whole, and whole again: the first read leaves nothing behind
+            flow = await workers.flow()
+            served = [event for event in flow.events if event.at == "server"]
+            assert len(served) == CAP
+            heads = [event.head for event in served if event.sender == "client"]
+            assert heads[:-1] == [numbered(n).encode()[:HEAD] for n in range(first, BIG)]
+        # A read given up on does not leave its answer to the next.
+        with pytest.raises(ProcessFailed, match="gave no answer to 'flow' within"):
+            await workers.flow(timeout=0.001)
+        await workers.clear()
+        await send(alice, action="publish", channel="news", message="small")
+        assert await receive(alice) == {"channel": "news", "message": "small"}
+        flow = await workers.flow()
+    assert [(event.at, event.sender) for event in flow.events if event.kind == "message"] == [
+        ("client", "client"), ("server", "client"), ("server", "server"), ("client", "server")
+    ]  # fmt: skip
 
 
 # Bad input, and no process left behind

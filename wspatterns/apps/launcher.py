@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..errors import ProcessFailed
 from ..flow import Flow, merge
 from ..reports import ErrorReport
 from ..runtime import connect, lifecycle
-from ..runtime.processes import ChildProcess
+from ..runtime.processes import ChildProcess, glimpse, read_line
 from ..settings import TIMEOUT
 from ..waiting import wait_until
 from .recording import KIT_LINE, NAME_VARIABLE, TOKEN_VARIABLE
@@ -61,7 +62,9 @@ class App(ChildProcess):
         self.output: list[str] = []
         self.reports: list[ErrorReport] = []
         self._last_flow: dict[str, Any] | None = None
-        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # One future per command sent, oldest first: the program answers them in turn.
+        self._questions: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._answered = False  # whether it ever did: then it passes **recorded()
         self._stdout_task: asyncio.Task[None] | None = None
         self._traceback = False  # in the middle of one, on stderr
 
@@ -115,16 +118,38 @@ class App(ChildProcess):
 
     async def _read_stdout(self) -> None:
         assert self.process is not None and self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            text = line.decode(errors="replace").rstrip("\n")
-            if text.startswith(KIT_LINE):
-                answer = json.loads(text.removeprefix(KIT_LINE))
-                if "final" in answer:
-                    self._last_flow = answer["final"]
+        try:
+            while line := await read_line(self.process.stdout):
+                text = line.decode(errors="replace").rstrip("\n")
+                if text.startswith(KIT_LINE):
+                    self._told(text.removeprefix(KIT_LINE))
                 else:
-                    self._answers.put_nowait(answer)
-            else:
-                self.output.append(text)
+                    self.output.append(text)
+        finally:
+            while self._questions:  # the program is gone: nobody will answer them
+                question = self._questions.popleft()
+                if not question.done():
+                    question.set_exception(ProcessFailed(f"the {self.role} ended"))
+
+    def _told(self, text: str) -> None:
+        """What the program told the kit: its last flow, or the answer to the oldest question."""
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and "final" in answer:
+            self._last_flow = answer["final"]
+            return
+        self._answered = True
+        if not self._questions:
+            return  # nobody asked: not the kit's line after all
+        question = self._questions.popleft()
+        if question.done():
+            return  # given up on (too slow)
+        if isinstance(answer, dict):
+            question.set_result(answer)
+        else:
+            question.set_exception(ProcessFailed(f"the {self.role} answered {glimpse(text)}"))
 
     def heard(self, line: str) -> None:
         # What the program writes on stderr (a traceback, websockets' log) is kept with
@@ -144,14 +169,21 @@ class App(ChildProcess):
     async def _ask(self, command: str, timeout: float) -> dict[str, Any]:
         if self.returncode is not None:
             raise ProcessFailed(f"the {self.role} has ended ({self.returncode})")
+        if self._stdout_task is None or self._stdout_task.done():
+            raise ProcessFailed(f"the {self.role} cannot be heard: its output has ended")
+        question: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._questions.append(question)  # stays there if given up on: its answer is dropped
         self.send(command)
         try:
             async with asyncio.timeout(timeout):
-                return await self._answers.get()
+                return await question
         except TimeoutError:
+            why = (
+                "it has answered before; busy, or a big flow? Give it a longer timeout="
+                if self._answered else "does it pass **recorded() to serve()?"
+            )  # fmt: skip
             raise ProcessFailed(
-                f"the {self.role} did not answer {command!r} within {timeout:g} s: does it "
-                "pass **recorded() to serve()?"
+                f"the {self.role} did not answer {command!r} within {timeout:g} s: {why}"
             ) from None
 
     async def export(self, timeout: float = TIMEOUT) -> dict[str, Any]:

@@ -58,14 +58,28 @@ class Worker(ChildProcess):
         self.role = f"worker {name!r}"
         self.url = ""
         self.reports: list[ErrorReport] = []
+        self._asking = asyncio.Lock()  # one question at a time, answered in order
+        self._unanswered = 0  # questions sent whose answer is not read yet
 
     async def start_serving(self, timeout: float) -> None:
         await self.launch()
         self.url = (await self.read_json(timeout, "URL"))["url"]
 
     async def ask(self, command: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        self.send(command)
-        return await self.read_json(timeout, f"answer to {command!r}")
+        """Send ``command`` and return the worker's answer; ProcessFailed after ``timeout``.
+
+        The worker answers every command in turn: the answers to questions given up on
+        (too slow) are read and dropped first, so they are never taken for this one's.
+        """
+        what = f"answer to {command!r}"
+        async with self._asking:
+            self.send(command)
+            self._unanswered += 1
+            while True:
+                line = await self.read(timeout, what)
+                self._unanswered -= 1
+                if not self._unanswered:
+                    return self.parse(line, what)
 
     def heard(self, line: str) -> None:
         # The kit in the worker writes its reports on stderr: "wspatterns: ..." (or

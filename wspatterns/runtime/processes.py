@@ -7,7 +7,9 @@ until it is closed: ``stop_all()`` and the end of the interpreter stop it.
 What a child must keep to itself (a password) goes in its environment, not in
 ARGS: every user of the machine can read a command line, only its owner an
 environment. The child's side: :func:`say` one line at a time on stdout,
-:func:`obey` the parent's commands on stdin, :func:`until_signal`.
+:func:`obey` the parent's commands on stdin, :func:`until_signal`. The parent's
+side reads a child's lines with :func:`read_line`, however long they are (a
+flow of 100,000 events is one line of tens of MB).
 """
 
 from __future__ import annotations
@@ -88,6 +90,32 @@ async def until_signal(work: Awaitable[object]) -> None:
 # The parent's side
 
 
+async def read_line(stream: asyncio.StreamReader) -> bytes:
+    """The next line of ``stream``, newline included, however long; ``b""`` once it ends.
+
+    asyncio's own ``readline()`` refuses a line longer than the stream's limit (64 KiB)
+    and loses its place in the stream. Cancelled midway, this loses the part read so far:
+    run it in a task that outlives the wait, as :meth:`ChildProcess.read` does.
+    """
+    pieces: list[bytes] = []
+    while True:
+        try:
+            pieces.append(await stream.readuntil(b"\n"))
+        except asyncio.IncompleteReadError as end:  # the stream ended, maybe mid-line
+            pieces.append(end.partial)
+        except asyncio.LimitOverrunError as over:  # no newline within the limit yet
+            pieces.append(await stream.readexactly(over.consumed))
+            continue
+        return b"".join(pieces)
+
+
+def glimpse(line: str, most: int = 200) -> str:
+    """``line`` as ``repr()`` shows it, cut after ``most`` characters, for an error message."""
+    if len(line) <= most:
+        return repr(line)
+    return f"{line[:most]!r}… ({len(line):,} characters)"
+
+
 class ChildProcess:
     """A ``python -m MODULE`` process of the kit, started in a session of its own.
 
@@ -105,6 +133,7 @@ class ChildProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.stderr_tail: deque[str] = deque(maxlen=5)
         self._stderr_task: asyncio.Task[None] | None = None
+        self._line: asyncio.Task[bytes] | None = None  # the line read() waits for
 
     def command(self) -> list[str]:
         """What runs: ``python -m MODULE ARGS``; a subclass may run a script by path instead."""
@@ -126,7 +155,7 @@ class ChildProcess:
 
     async def _keep_stderr_tail(self) -> None:
         assert self.process is not None and self.process.stderr is not None
-        while line := await self.process.stderr.readline():
+        while line := await read_line(self.process.stderr):
             if line.strip():
                 text = line.decode(errors="replace").rstrip()
                 self.stderr_tail.append(text)
@@ -151,17 +180,25 @@ class ChildProcess:
             self.process.stdin.write(command.encode() + b"\n")
 
     async def read(self, timeout: float, what: str) -> str:
-        """The next line the process prints; ProcessFailed if it ends or takes over ``timeout``."""
+        """The next line the process prints; ProcessFailed if it ends or takes over ``timeout``.
+
+        A line not read in time is not lost: the next call returns it.
+        """
         assert self.process is not None and self.process.stdout is not None
+        if self._line is None:
+            self._line = asyncio.create_task(read_line(self.process.stdout))
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
             # that arrives as the line does, and a cancelled experiment would run on.
             async with asyncio.timeout(timeout):
-                line = await self.process.stdout.readline()
+                line = await asyncio.shield(self._line)  # a long line goes on arriving
         except TimeoutError:
             raise ProcessFailed(
                 f"the {self.role} process gave no {what} within {timeout:g} s{self._last_words()}"
             ) from None
+        finally:
+            if self._line.done():
+                self._line = None
         if not line:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.process.wait(), 2)
@@ -174,12 +211,18 @@ class ChildProcess:
         return line.decode().strip()
 
     async def read_json(self, timeout: float, what: str) -> dict[str, Any]:
-        line = await self.read(timeout, what)
+        """The next line, read as JSON; ProcessFailed as :meth:`read`, or if it is not JSON."""
+        return self.parse(await self.read(timeout, what), what)
+
+    def parse(self, line: str, what: str) -> dict[str, Any]:
+        """``line`` read as JSON; ProcessFailed, showing the line's start, if it is not JSON."""
         try:
             report: dict[str, Any] = json.loads(line)
             return report
         except ValueError:
-            raise ProcessFailed(f"the {self.role} process printed {line!r}, not a {what}") from None
+            raise ProcessFailed(
+                f"the {self.role} process printed {glimpse(line)}, not a {what}"
+            ) from None
 
     async def gone(self) -> str | None:
         """If the process has exited (or does within a second), say how; else None."""
@@ -218,8 +261,10 @@ class ChildProcess:
         finally:
             self.kill()  # its group, too: whatever it started goes with it
             lifecycle.forget("process", id(self), self)
-            if self._stderr_task is not None:
-                self._stderr_task.cancel()
+            for task in (self._stderr_task, self._line):
+                if task is not None:
+                    task.cancel()
+            self._line = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 5)
 

@@ -205,6 +205,9 @@ def start_chromium(window: str = "1280,1600", host_rules: str | None = None) -> 
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never fetch a browser
     chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     chrome.set_script_timeout(seconds(600))
+    # Selenium's own wait for an answer from the driver (120 s by default) must outlast a
+    # script that waits for a whole lesson.
+    chrome.command_executor.client_config.timeout = seconds(660)
     chrome.set_page_load_timeout(seconds(120))
     return chrome
 
@@ -269,11 +272,19 @@ return cells;
 
 def open_notebook(chrome: Any, lab: Lab, path: str, host: str = "127.0.0.1") -> str:
     """Open ``path`` in JupyterLab and wait for its kernel; returns the kernel's name."""
+    try:
+        return open_at(chrome, lab.url(path, host), path)
+    except RuntimeError as failed:
+        raise RuntimeError(f"{failed}\n{lab.tail()}") from None
+
+
+def open_at(chrome: Any, url: str, path: str) -> str:
+    """Load JupyterLab at ``url``, open the notebook ``path`` and wait for its kernel."""
     chrome.execute_script(CLEAN)  # leaving a notebook with outputs: no "leave the page?"
-    chrome.get(lab.url(path, host))
+    chrome.get(url)
     answer = chrome.execute_async_script(OPENED, path, seconds(120))
     if "error" in answer:
-        raise RuntimeError(f"opening {path}: {answer['error']}\n{lab.tail()}")
+        raise RuntimeError(f"opening {path}: {answer['error']}")
     return str(answer["kernel"])
 
 

@@ -11,7 +11,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 ROOT = Path(__file__).parent.parent
 NAME = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$")
-NOT_PACKAGES = {"python", "pip", "redis-server"}  # binaries, not pip requirements
+NOT_PACKAGES = {"python", "pip", "redis-server", "configurable-http-proxy"}  # not pip's
 
 
 def requirements(lines: list[str]) -> dict[str, str]:

@@ -8,8 +8,8 @@ same lesson and press Run All at the same moment. For each N it prints:
 * memory per student, at its peak while the lesson ran: the student's single-user
   server, kernel, Redis, worker processes and programs together (RSS from psutil,
   sampled every 0.2 s; the browser is the student's own machine's and is not counted);
-* CPU seconds per student for the whole Run All (the server's own and its children's,
-  read once the kernel has ended);
+* CPU seconds per student for the whole Run All: the CPU time of every process under
+  the student's server, each as last sampled (every 0.2 s), summed;
 * the slowest cell, timed inside the kernel, and how long it took.
 
 Then a sizing line: what a class of 30 needs, from the largest N measured.
@@ -62,11 +62,13 @@ print("SLOWEST", _json.dumps([_slow[0], _slow[1].strip().splitlines()[0] if _slo
 
 
 class Peak:
-    """The peak RSS of each student's server and everything under it, sampled in a thread."""
+    """Each student's server and everything under it, sampled in a thread: the peak of their
+    summed RSS, and the CPU time each process had used when last seen."""
 
     def __init__(self, hub: hub_harness.Hub):
         self.hub = hub
         self.peak: dict[str, int] = {}
+        self.cpu: dict[str, dict[int, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,36 +88,45 @@ class Peak:
                     tree = [server, *server.children(recursive=True)]
                 except psutil.Error:
                     continue
+                used = self.cpu.setdefault(name, {})
                 for each in tree:
                     try:
                         total += each.memory_info().rss
+                        times = each.cpu_times()
+                        used[each.pid] = times.user + times.system
                     except psutil.Error:
                         continue
                 self.peak[name] = max(self.peak.get(name, 0), total)
 
-
-def cpu_seconds(process: psutil.Process) -> float:
-    """CPU time of a process and of its children that have ended (waited for)."""
-    times = process.cpu_times()
-    return times.user + times.system + times.children_user + times.children_system
+    def cpu_seconds(self, name: str, before: dict[int, float]) -> float:
+        used = self.cpu.get(name, {})
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in used.items())
 
 
-def one_student(student: hub_harness.Student, lesson: str, go: threading.Barrier) -> dict:
+def cpu_now(process: psutil.Process) -> dict[int, float]:
+    """The CPU time each process of the tree under ``process`` has used so far."""
+    used = {}
+    for each in [process, *process.children(recursive=True)]:
+        times = each.cpu_times()
+        used[each.pid] = times.user + times.system
+    return used
+
+
+def one_student(
+    student: hub_harness.Student, lesson: str, go: threading.Barrier, peak: Peak
+) -> dict:
     student.open(lesson)
     answer = student.execute(TIME_CELLS)
     assert answer["error"] is None, answer
-    server = student.hub.servers()[student.name]
-    before = cpu_seconds(server)
+    before = cpu_now(student.hub.servers()[student.name])
     go.wait()
     started = time.monotonic()
     cells = student.run_all()
     wall = time.monotonic() - started
     errors = harness.errors_in(cells)
     slowest = student.execute(SLOWEST)["stdout"]
+    cpu = peak.cpu_seconds(student.name, before)
     student.shut_down_kernel()
-    # The kernel has ended and been waited for: its CPU time, and its children's, is counted.
-    harness.wait_for(lambda: not server.children(), harness.seconds(30), "the kernel ends")
-    cpu = cpu_seconds(server) - before
     seconds, cell = json.loads(slowest.split("SLOWEST ", 1)[1])
     return {"wall": wall, "cpu": cpu, "slowest": seconds, "cell": cell, "errors": errors}
 
@@ -127,7 +138,7 @@ def measure(hub: hub_harness.Hub, count: int, lesson: str, round_: int) -> dict:
             list(pool.map(lambda student: student.log_in(), students))
             go = threading.Barrier(count)
             with Peak(hub) as peak:
-                results = list(pool.map(lambda s: one_student(s, lesson, go), students))
+                results = list(pool.map(lambda s: one_student(s, lesson, go, peak), students))
     finally:
         for student in students:
             student.quit()

@@ -117,6 +117,7 @@ def start_lab(
     env: dict[str, str] | None = None,
     as_make_lab: bool = False,
     settings: str | None = None,
+    args: list[str] | None = None,
 ) -> Lab:
     """Start JupyterLab on ``root`` with the kit's kernel; returns once it answers.
 
@@ -150,6 +151,7 @@ def start_lab(
         command.append(f"--LabApp.app_settings_dir={settings}")
     if os.geteuid() == 0:
         command.append("--allow-root")
+    command += args or []
     log = work / "lab.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -201,6 +201,11 @@ if (last < 0) {
 }
 """
 
+CONNECTED = """
+const kernel = window.wspatternsPanel.sessionContext.session.kernel;
+return kernel.connectionStatus === "connected" && kernel.status === "idle";
+"""
+
 KERNEL_ID = "return window.wspatternsPanel.sessionContext.session.kernel.id;"
 
 RESTART = """
@@ -270,6 +275,13 @@ class Student:
         if "error" in answer:
             raise RuntimeError(f"{self.name} running through {marker!r}: {answer['error']}")
         return list(self.chrome.execute_script(harness.CELLS))[: answer["last"] + 1]
+
+    def run_cell(self, index: int) -> dict[str, Any]:
+        return harness.run_cell(self.chrome, index)
+
+    def kernel_connected(self) -> bool:
+        """Whether the open notebook's page is connected to its kernel."""
+        return bool(self.chrome.execute_script(CONNECTED))
 
     def kernel(self) -> psutil.Process:
         """The process of the open notebook's kernel."""

@@ -3,9 +3,10 @@
 The tests in Chromium start a JupyterLab of their own from the checkout, on a free
 port, and drive Debian's headless Chromium through Selenium; nothing downloads a
 browser. Without Chromium they are skipped, saying how to install it, except on CI
-(``CI=true``), where a missing browser fails. Each runs twice: once on the route the
+(``CI=true``), where a missing browser fails. Most run twice: once on the route the
 page chooses by itself (``direct``, the page being served from 127.0.0.1), once with
-jupyter-server-proxy forced (``WSPATTERNS_BROWSER_ROUTE=proxy``).
+jupyter-server-proxy forced (``WSPATTERNS_BROWSER_ROUTE=proxy``). The lessons run once,
+direct: tests/test_hub.py runs them through the proxy, on a real JupyterHub.
 
 ``WSPATTERNS_BROWSER_NOTEBOOKS`` (paths, space-separated) names the notebooks that
 ``test_lessons_in_a_browser`` runs; by default, the lessons that create browser clients.
@@ -483,7 +484,7 @@ def test_browser_clients_in_jupyterlab(route, labs, chromes, tmp_path):
     assert facts["crowd-7"]["ends"][-1][1] in going_away
     answer = harness.execute(chrome, "print(erin.close_code, erin.why)")
     code, why = answer["stdout"].split(" ", 1)
-    assert int(code) in going_away and "its page went away" in why
+    assert int(code) in going_away and "its page said nothing" in why and "reloaded" in why
     # The one handler error: 4000 is not a normal close, so alice's `async for` raised.
     # (Through the proxy the server saw 1005 instead, a normal close: no error.)
     answer = harness.execute(chrome, "print(json.dumps([str(each) for each in server.errors]))")
@@ -557,6 +558,40 @@ def test_a_page_from_another_host_goes_through_the_proxy(route, labs, chromes):
     harness.shutdown_kernels(lab)
 
 
+@pytest.mark.timeout(600)
+def test_without_jupyter_server_proxy_a_far_page_says_what_to_install(chromes, tmp_path):
+    """A hub or remote JupyterLab whose server lacks jupyter-server-proxy: one line, at once."""
+    needs_chromium()
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    lab = harness.start_lab(
+        root, tmp_path, env={ROUTE_VARIABLE: ""},
+        args=["--ServerApp.jpserver_extensions", "jupyter_server_proxy=False"],
+    )  # fmt: skip
+    try:
+        chrome = chromes()
+        harness.write_notebook(root / "no_proxy.ipynb", NO_PROXY)
+        harness.open_notebook(chrome, lab, "no_proxy.ipynb", host="jupyter.test")
+        cells = harness.run_all(chrome)
+        assert harness.errors_in(cells) == []
+        [line] = harness.text_of(cells[1]).splitlines()
+        assert line.startswith("remote could not connect: http://jupyter.test:"), line
+        assert line.endswith(
+            "answered 404: is jupyter-server-proxy installed where the Jupyter server runs "
+            "(pip install jupyter-server-proxy, then restart the server)?"
+        ), line
+    finally:
+        lab.stop()
+
+
+NO_PROXY = [
+    OTHER_HOST[0],
+    "from wspatterns.browsers import BrowserConnectionError\n\n"
+    "try:\n    remote = await browser(server, name='remote')\n    await remote.recv()\n"
+    "except BrowserConnectionError as exc:\n    print(exc)",
+]
+
+
 NOWHERE = [
     "import socket\nfrom wspatterns import browser\nfrom wspatterns.browsers import "
     "BrowserConnectionError\n\nwith socket.socket() as unused:  # a port nobody listens on\n"
@@ -623,7 +658,9 @@ print("FACTS", _json.dumps(_facts))
 """
 
 
-@ROUTES
+# Served from 127.0.0.1, the lessons' pages take the direct route; tests/test_hub.py runs
+# them for several students on a real JupyterHub, where they go through the proxy.
+@pytest.mark.parametrize("route", ["direct"])
 @pytest.mark.timeout(1800)
 def test_lessons_in_a_browser(route, labs, chromes, tmp_path):
     needs_chromium()

@@ -245,6 +245,40 @@ def test_a_student_in_trouble_breaks_nothing_of_the_others(hub, students):
         cy_again.quit()
 
 
+PROXY_RESTART = [
+    "import asyncio\nfrom wspatterns import browser, serve\n\n\n"
+    "async def echo(websocket):\n    async for message in websocket:\n"
+    "        await websocket.send(message)\n\n\nserver = await serve(echo)",
+    "alice = await browser(server, name='alice')\nawait alice.send('before')\n"
+    "print(await alice.recv())",
+    # Run once the hub's proxy has died and come back.
+    "async with asyncio.timeout(30):\n    await alice.wait_closed(timeout=None)\n"
+    "print(alice.state.name, alice.close_code)\nprint(alice.why)",
+    "bob = await browser(server, name='bob')\nawait bob.send('after')\nprint(await bob.recv())",
+]
+
+
+def test_the_proxy_restarts_under_a_class_browser_clients_say_so_and_new_ones_work(hub, students):
+    ada = students[0]
+    harness.write_notebook(hub.homes / "ada" / "proxy_restart.ipynb", PROXY_RESTART)
+    ada.open("proxy_restart.ipynb")
+    assert harness.text_of(ada.run_cell(0)) == ""
+    assert harness.text_of(ada.run_cell(1)) == "before\n"
+    proxy = hub.proxy()
+    proxy.kill()  # the hub notices within seconds and starts a new one
+    harness.wait_for(
+        lambda: (hub.proxy() or proxy).pid != proxy.pid and ada.kernel_connected(),
+        harness.seconds(120), "the hub restarts its proxy, and the page reaches its kernel again",
+    )  # fmt: skip
+    state, why = harness.text_of(ada.run_cell(2)).splitlines()
+    # The page's socket went down with the proxy (1006); the server may say first (1005).
+    assert state in ("CLOSED 1006", "CLOSED 1005"), state
+    assert "proxy" in why or "1006" in why, why
+    assert harness.text_of(ada.run_cell(3)) == "after\n"
+    assert ada.execute("await server.stop()")["error"] is None
+    ada.shut_down_kernel()
+
+
 def test_when_the_hub_stops_nothing_is_left(hub, students):
     for student in students:
         student.quit()

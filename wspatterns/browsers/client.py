@@ -250,6 +250,8 @@ class BrowserClient:
                 ack.set_exception(RuntimeError(f"{self.name}'s page refused: {content['why']}"))
         elif event == "close":
             self._page_closed.set()
+            if self.state is State.CLOSED:  # the server's end said it first: the page knows more
+                self.why = f"its page saw the connection close with {content['code']}"
             self._end(content["code"], content.get("reason") or "")
         elif event == "failed":
             self._failure = str(content["why"])
@@ -304,7 +306,11 @@ class BrowserClient:
                     await self._page_closed.wait()
             except TimeoutError:
                 code, reason = connection.close_code or 1006, connection.close_reason or ""
-                self.why = f"its page went away (closed or reloaded): the server saw {code}"
+                self.why = (
+                    f"the server saw it end ({code}) and its page said nothing within "
+                    f"{STOP_GRACE:g} s: the page was closed or reloaded, or lost its way to "
+                    "the kernel (a proxy restarted?)"
+                )
                 self._end(code, reason)
                 self._wake()
                 self._tell({"do": "ended", "page": None, "why": f"{self.name} ended: {self.why}."})

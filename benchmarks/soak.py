@@ -1,0 +1,175 @@
+"""A long session of lessons 05 and 06's set-ups: does anything grow, break or stay behind?
+
+Both set-ups run side by side for ``--minutes`` (10 by default), as a learner who keeps
+experimenting would leave them:
+
+* lesson 05: a Redis started by the kit and two pub/sub worker processes on it; clients
+  join (a worker each, in turn), subscribe to ``news``, publish, read, and leave; a
+  publisher client sends to ``news`` all the time;
+* lesson 06: the chat program of lesson 06 (written from the lesson's own %%writefile
+  cells), two processes on one port relayed through the same Redis; members join the
+  lobby, talk, and leave;
+* every 30 s both flows are read back (``workers.flow()``, ``flow_of(chat_1, chat_2)``).
+
+It prints, for each minute, the RSS of this process (the kernel's side) and of every
+process it started (workers, programs, Redis), at the start and the end of the minute,
+and every error seen. The goal: memory flat after the first minute (warm-up), 0 errors.
+
+    python benchmarks/soak.py [--minutes 10] [--clients 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import websockets
+
+from wspatterns import stop_all
+from wspatterns.apps import flow_of, start_app
+from wspatterns.pubsub import start_redis, start_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSON_06 = ROOT / "notebooks" / "06_chat_application.ipynb"
+FLOWS_EVERY = 30.0
+
+
+def lesson_files(folder: Path) -> None:
+    """The files lesson 06 writes, each as its last %%writefile leaves it."""
+    for cell in nbformat.read(LESSON_06, as_version=4).cells:
+        first, _, body = cell.source.partition("\n")
+        if cell.cell_type == "code" and first.startswith("%%writefile "):
+            (folder / first.split()[1]).write_text(body + "\n")
+
+
+def mib(process: psutil.Process) -> float:
+    try:
+        return process.memory_info().rss / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def memory() -> tuple[float, float]:
+    """(this process, everything it started), in MiB."""
+    me = psutil.Process()
+    return mib(me), sum(mib(child) for child in me.children(recursive=True))
+
+
+class Soak:
+    def __init__(self, clients: int, deadline: float) -> None:
+        self.clients = clients
+        self.deadline = deadline
+        self.errors: list[str] = []
+        self.counts = {"05 sessions": 0, "05 messages": 0, "06 sessions": 0, "06 messages": 0,
+                       "flows read": 0, "events read": 0}  # fmt: skip
+
+    def failed(self, where: str, error: BaseException) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {where}: {type(error).__name__}: {error}"
+        self.errors.append(line)
+        print("  ERROR", line, flush=True)
+
+    async def pubsub_client(self, workers, number: int) -> None:
+        """Join a worker, subscribe, publish a few, hear them, leave; again and again."""
+        while time.monotonic() < self.deadline:
+            name = f"c{number}"
+            try:
+                async with workers.connect(name, worker=number % 2) as client:
+                    await client.send(json.dumps({"action": "subscribe", "channel": "news"}))
+                    async with asyncio.timeout(10):
+                        await client.recv()  # the subscription's answer
+                        for turn in range(random.randint(1, 5)):
+                            text = f"{name} says {turn}"
+                            said = {"action": "publish", "channel": "news", "message": text}
+                            await client.send(json.dumps(said))
+                            while json.loads(await client.recv()).get("message") != text:
+                                pass  # others' messages go by
+                            self.counts["05 messages"] += 1
+                self.counts["05 sessions"] += 1
+            except Exception as error:  # noqa: BLE001 - a soak counts every kind
+                self.failed(f"05 client {name}", error)
+            await asyncio.sleep(random.uniform(0.2, 1.0))
+
+    async def chat_member(self, url: str, token: str, number: int) -> None:
+        """Join the lobby of lesson 06's program, say something, hear it, leave; again."""
+        while time.monotonic() < self.deadline:
+            name = f"m{number}"
+            try:
+                address = f"{url}lobby?name={name}&token={token}"
+                async with websockets.connect(address, proxy=None) as websocket:
+                    async with asyncio.timeout(10):
+                        text = f"{name} here"
+                        await websocket.send(text)
+                        while json.loads(await websocket.recv()).get("text") != text:
+                            pass
+                self.counts["06 sessions"] += 1
+                self.counts["06 messages"] += 1
+            except Exception as error:  # noqa: BLE001
+                self.failed(f"06 member {name}", error)
+            await asyncio.sleep(random.uniform(0.2, 1.0))
+
+    async def read_flows(self, workers, chat_1, chat_2) -> None:
+        while time.monotonic() < self.deadline:
+            await asyncio.sleep(FLOWS_EVERY)
+            for what, read in (
+                ("05 flow", workers.flow),
+                ("06 flow", lambda: flow_of(chat_1, chat_2)),
+            ):
+                try:
+                    flow = await read()
+                    self.counts["flows read"] += 1
+                    self.counts["events read"] += len(flow)
+                except Exception as error:  # noqa: BLE001
+                    self.failed(what, error)
+
+    async def report(self, minutes: int) -> None:
+        start = memory()
+        for minute in range(1, minutes + 1):
+            await asyncio.sleep(max(0.0, min(60.0, self.deadline - time.monotonic())))
+            end = memory()
+            print(f"{minute:>6} {start[0]:>9.1f} {end[0]:>9.1f} {start[1]:>10.1f} {end[1]:>10.1f}"
+                  f" {len(self.errors):>6}  {self.counts}", flush=True)  # fmt: skip
+            start = end
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=20, help="per set-up")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="wspatterns-soak-"))
+    lesson_files(folder)
+    token = secrets.token_urlsafe(16)
+    broker = await start_redis()
+    workers = await start_workers(2, hub="redis", redis=broker)
+    env = {"CHAT_TOKEN": token, "REDIS_URL": broker.url}
+    chat_1 = await start_app(folder / "chat_node.py", name="chat-1", env=env)
+    chat_2 = await start_app(folder / "chat_node.py", name="chat-2", env=env,
+                             port=chat_1.port, flow=chat_1.local)  # fmt: skip
+    soak = Soak(args.clients, time.monotonic() + 60 * args.minutes)
+    print(f"{args.minutes} min, {args.clients} clients per set-up; MiB of RSS")
+    print(f"{'minute':>6} {'kit start':>9} {'kit end':>9} {'children st':>10} {'children end':>10}"
+          f" {'errors':>6}  counts")  # fmt: skip
+    tasks = [soak.pubsub_client(workers, number) for number in range(args.clients)]
+    tasks += [soak.chat_member(chat_1.url, token, number) for number in range(args.clients)]
+    tasks += [soak.read_flows(workers, chat_1, chat_2), soak.report(args.minutes)]
+    await asyncio.gather(*tasks)
+    reports = [*workers.reports, *chat_1.reports, *chat_2.reports]
+    for report in reports:
+        soak.failed("reported by a child", RuntimeError(str(report)))
+    await stop_all()
+    left = psutil.Process().children(recursive=True)
+    print(f"errors: {len(soak.errors)}; processes left after stop_all(): {len(left)}")
+    return 1 if soak.errors or left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,18 +1,22 @@
 import asyncio
 import re
+import resource
 import signal
 import socket
+import subprocess
 import sys
 import urllib.request
 from asyncio.subprocess import PIPE
+from pathlib import Path
 
+import psutil
 import pytest
 from websockets.asyncio.client import connect
 
 from wspatterns.cli import ABOUT
 from wspatterns.patterns import PATTERNS
 
-from .utils import MS, run_python
+from .utils import BOUND, MS, run_python
 
 WSPATTERNS = [sys.executable, "-m", "wspatterns"]
 
@@ -117,6 +121,142 @@ def test_unknown_pattern_is_refused():
     result = run_python("from wspatterns.cli import main; main()", "serve", "nonsense")
     assert result.returncode == 2
     assert "invalid choice: 'nonsense'" in result.stderr
+
+
+MAIN = "from wspatterns.cli import main; raise SystemExit(main())"
+
+
+def refused_in_one_line(result: subprocess.CompletedProcess, command: str) -> str:
+    """The one error line of a command argparse refused (exit code 2, usage, one line)."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    usage, _, error = result.stderr.rstrip("\n").rpartition("\n")
+    assert usage.startswith(f"usage: python -m wspatterns {command} ")
+    assert error.startswith(f"python -m wspatterns {command}: error: "), result.stderr
+    return error
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
+def test_serve_refuses_a_port_that_is_not_one_in_one_line(port):
+    result = run_python(MAIN, "serve", "echo", "--port", port, timeout=BOUND)
+    error = refused_in_one_line(result, "serve")
+    assert error.endswith(
+        f"argument --port: {port!r} is not a port: give a number from 0 to 65535 (0: any free one)"
+    )
+
+
+def test_serve_refuses_a_host_it_cannot_find_or_listen_on_in_one_line():
+    result = run_python(MAIN, "serve", "echo", "--host", "nosuch.invalid", timeout=BOUND)
+    error = refused_in_one_line(result, "serve")
+    assert "argument --host: no address found for 'nosuch.invalid'" in error
+    assert "127.0.0.1 (this machine only)" in error
+    # An address, but another machine's (TEST-NET-2, RFC 5737: never assigned)
+    result = run_python(
+        MAIN, "serve", "echo", "--host", "198.51.100.7", "--port", "0", timeout=BOUND
+    )
+    error = refused_in_one_line(result, "serve")
+    assert error.endswith(
+        "argument --host: 198.51.100.7 is not an address of this machine "
+        "(Cannot assign requested address)"
+    )
+
+
+def machine_addresses() -> set[str]:
+    return {
+        snic.address.partition("%")[0]
+        for snics in psutil.net_if_addrs().values()
+        for snic in snics
+        if snic.family == socket.AF_INET
+    }
+
+
+async def test_serve_on_every_interface_warns_in_one_line_and_says_where_to_connect():
+    process = await asyncio.create_subprocess_exec(
+        *WSPATTERNS, "serve", "echo", "--host", "0.0.0.0", "--port", "0", stdout=PIPE, stderr=PIPE
+    )
+    STARTED.append(process)
+    serving = (await asyncio.wait_for(process.stdout.readline(), BOUND)).decode()
+    page = (await asyncio.wait_for(process.stdout.readline(), BOUND)).decode()
+    warning = (await asyncio.wait_for(process.stderr.readline(), BOUND)).decode()
+    here = re.fullmatch(
+        r"serving echo on ws://127\.0\.0\.1:(\d+)/ \(Ctrl\+C to stop\)"
+        r"(?:; from other machines: (.*))?\n",
+        serving,
+    )
+    assert here, serving
+    port = here[1]
+    assert warning == (
+        "warning: --host 0.0.0.0 listens on every interface: anyone who can reach this machine "
+        f"can connect to port {port}, with no password "
+        "(--host 127.0.0.1 keeps it to this machine)\n"
+    )
+    elsewhere = here[2].split(", ") if here[2] else []
+    pages = [url.replace("ws://", "http://") for url in elsewhere]
+    also = f"; from other machines: {', '.join(pages)}" if pages else ""
+    assert page == f"a browser client: open http://127.0.0.1:{port}/ in a browser{also}\n"
+    addresses = [url.removeprefix("ws://").rpartition(":")[0] for url in elsewhere]
+    assert set(addresses) <= machine_addresses() - {"127.0.0.1"}
+    for url in [f"ws://127.0.0.1:{port}/", *elsewhere]:  # each of them answers
+        async with connect(url, proxy=None, open_timeout=BOUND) as websocket:
+            await websocket.send(url)
+            assert await asyncio.wait_for(websocket.recv(), BOUND) == url
+    process.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), BOUND)
+    assert process.returncode == 0 and stderr == b""  # the warning, once
+
+
+@pytest.mark.parametrize("rate", ["1e-9", "0", "-5", "nan", "inf", "1e9", "fast"])
+def test_bench_refuses_a_rate_it_cannot_measure_in_one_line(rate):
+    result = run_python(MAIN, "bench", "broadcast", "--rate", rate, timeout=BOUND)
+    error = refused_in_one_line(result, "bench broadcast")
+    assert f"argument --rate: rate must be 0.1 to 10,000 broadcasts a second; got {rate!r}" in error
+
+
+def test_bench_refuses_a_window_without_a_broadcast_in_it():
+    result = run_python(MAIN, "bench", "broadcast", "--rate", "0.1", timeout=BOUND)
+    error = refused_in_one_line(result, "bench broadcast")
+    assert error.endswith(
+        "--seconds 2 at --rate 0.1 measures less than one broadcast: "
+        "give --seconds 10 or more, or a higher --rate"
+    )
+
+
+def with_file_limit(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def test_bench_refuses_more_clients_than_the_file_limit_holds_before_starting():
+    # 100 files a process: 68 clients fit (32 are Python's own); 200, or 68 and a slow one, do not.
+    bench = [sys.executable, "-c", MAIN, "bench", "broadcast", "--strategies", "default"]
+    for clients, slow in [(["10", "200"], []), (["68"], ["--slow-client"])]:
+        result = subprocess.run(
+            [*bench, "--clients", *clients, *slow],
+            capture_output=True, text=True, timeout=BOUND, preexec_fn=with_file_limit(100),
+        )  # fmt: skip
+        error = refused_in_one_line(result, "bench broadcast")
+        count = int(clients[-1]) + len(slow)
+        assert (
+            f"{count} clients need {count + 32} open files in each of the bench's two processes"
+            in error
+        )
+        assert "this system allows a process 100 (`ulimit -Hn`)" in error
+        assert f"raise it with `ulimit -n {count + 32}`" in error
+        assert error.endswith("or run at most 68 clients")
+        assert result.stdout == ""  # nothing started
+
+
+@pytest.mark.skipif(
+    not Path("/proc/sys/net/ipv4/ip_local_port_range").exists(), reason="Linux only"
+)
+def test_bench_refuses_more_clients_than_local_ports():
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    unlimited = "import resource; resource.getrlimit = lambda _: (resource.RLIM_INFINITY,) * 2\n"
+    clients = str(high - low + 2)
+    result = run_python(unlimited + MAIN, "bench", "broadcast", "--clients", clients, timeout=BOUND)
+    error = refused_in_one_line(result, "bench broadcast")
+    assert (
+        f"need {high - low + 2:,} local ports, but the system hands out {high - low + 1:,}" in error
+    )
 
 
 def test_every_pattern_is_explained():

@@ -1,5 +1,6 @@
 """The checker of lesson 06's exercise, proven by wrong answers (and passed by ours)."""
 
+import asyncio
 import json
 from urllib.parse import parse_qs, urlsplit
 
@@ -95,6 +96,40 @@ def keeps_only_the_text(members, history):
     return chat
 
 
+def awaits_between(members, history):  # sends the history, pauses, then registers: racy
+    async def chat(websocket):
+        name = name_of(websocket)
+        for message in history:
+            await websocket.send(message)
+        await asyncio.sleep(0.01)
+        members.add(websocket)
+        try:
+            async for text in websocket:
+                history.append(said(name, text))
+                broadcast(members, said(name, text))
+        finally:
+            members.remove(websocket)
+
+    return chat
+
+
+def registers_first_and_awaits(members, history):  # what is said meanwhile cuts in
+    async def chat(websocket):
+        name = name_of(websocket)
+        members.add(websocket)
+        try:
+            for message in list(history):
+                await websocket.send(message)
+                await asyncio.sleep(0.005)
+            async for text in websocket:
+                history.append(said(name, text))
+                broadcast(members, said(name, text))
+        finally:
+            members.remove(websocket)
+
+    return chat
+
+
 def never_unregisters(members, history):
     async def chat(websocket):
         name = name_of(websocket)
@@ -141,6 +176,8 @@ async def test_the_starter_fails_and_what_depends_on_history_is_not_reached():
         (tells_everyone, ["When bob joined, alice was sent"]),
         (keeps_only_the_text, ["`history` held ['m3', 'm4'"]),
         (never_unregisters, ["`members` still held 3"]),
+        (awaits_between, ["carol joined while alice said t1 to t", "no `await` in between"]),
+        (registers_first_and_awaits, ["carol joined while alice said t1 to t"]),
     ],
 )
 async def test_a_wrong_answer_is_told_what_is_wrong(wrong, phrases):

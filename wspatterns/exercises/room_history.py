@@ -27,6 +27,11 @@ from .report import Report
 KEPT = 5
 # How long to listen for a message that should not come.
 QUIET = GRACE / 5
+#: While carol joins, alice speaks every PACE seconds, until carol has been a member for
+#: CHATTER_AFTER of her messages (at most CHATTER_MOST in all).
+PACE = 0.002
+CHATTER_AFTER = 5
+CHATTER_MOST = 500
 
 
 def said(name: str, text: str) -> str:
@@ -57,7 +62,7 @@ async def check_room_history(chat_with_history: Callable[..., Any]) -> Report:
         before = asyncio.all_tasks()
         clients: list[Client] = []
         try:
-            spoke = await _story(report, server, history, clients)
+            spoke = await _story(report, server, members, history, clients)
         finally:
             for client in clients:
                 await client.close()
@@ -68,7 +73,9 @@ async def check_room_history(chat_with_history: Callable[..., Any]) -> Report:
     return report
 
 
-async def _story(report: Report, server: Server, history: Any, clients: list[Client]) -> bool:
+async def _story(
+    report: Report, server: Server, members: set[Any], history: Any, clients: list[Client]
+) -> bool:
     """alice talks alone, bob joins, then carol; a line for each; whether anything was said."""
     alice = await _join(server, "alice")
     clients.append(alice)
@@ -131,16 +138,41 @@ async def _story(report: Report, server: Server, history: Any, clients: list[Cli
         "What bob said once he was in the room reached alice and him.",
         f"bob said 'hello'; alice and bob were sent {quote(heard)} instead of {hello}.",
     )
+    # carol joins while alice keeps talking: the race the exercise warns about.
+    talking = asyncio.create_task(_keep_talking(alice, members))
     carol = await _join(server, "carol")
     clients.append(carol)
-    got = await receive(carol, QUIET * 2, most=KEPT + 1)
-    moved_on = [*expected, hello][-KEPT:]
+    chatter = await talking
+    everything = [*expected, hello, *[said("alice", text) for text in chatter]]
+    got: list[Any] = []  # until the last thing said arrives (or nothing more does)
+    while len(got) < len(everything) and (not got or got[-1] != everything[-1]):
+        if (message := await next_message(carol)) is None:
+            break
+        got.append(message)
+    start = len(everything) - len(got)
     report.add(
-        got == moved_on,
-        f"carol, joining later, was sent the last {KEPT} messages, bob's 'hello' last.",
-        f"carol, joining later, was sent {quote(got)} instead of {quote(moved_on)}.",
+        len(got) >= KEPT and got == everything[start:],
+        f"carol, joining while alice kept talking, was sent the last {KEPT} messages and "
+        "then everything said after them: none missing, none twice, none in the middle.",
+        f"carol joined while alice said t1 to t{len(chatter)}; she was sent {quote(got)}. "
+        "Nobody may speak between the moment the history is taken and the moment the "
+        "newcomer is in `members`: no `await` in between.",
     )
     return True
+
+
+async def _keep_talking(client: Client, members: set[Any]) -> list[str]:
+    """Say t1, t2, ... a few milliseconds apart, until a newcomer has been in ``members`` for
+    a few of them (or CHATTER_MOST were said): a conversation going on while someone joins."""
+    present, said_since = len(members), 0
+    texts: list[str] = []
+    while said_since < CHATTER_AFTER and len(texts) < CHATTER_MOST:
+        texts.append(f"t{len(texts) + 1}")
+        await send_all(client, texts[-1])
+        await asyncio.sleep(PACE)  # a stimulus: the talk goes on while someone joins
+        if len(members) > present:
+            said_since += 1
+    return texts
 
 
 def _judge_errors(report: Report, server: Server, spoke: bool) -> None:

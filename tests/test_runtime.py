@@ -1,5 +1,7 @@
 import asyncio
+import contextlib
 import functools
+import http.server
 import socket
 import sys
 import textwrap
@@ -11,7 +13,7 @@ import pytest
 import websocket as websocket_client  # the third-party `websocket-client` package
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as raw_connect
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosedError, InvalidMessage, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 import wspatterns
@@ -24,6 +26,7 @@ from wspatterns import (
     serve_in_thread,
     stop_all,
 )
+from wspatterns.errors import HandlerNotAwaitableError, InvalidNameError, WSPatternsError
 from wspatterns.waiting import wait_for_handlers, wait_until
 
 from .utils import (
@@ -150,6 +153,65 @@ async def test_stop_cancels_a_handler_that_ignores_the_close(capsys):
     assert "the kit cancelled them" in capsys.readouterr().err
 
 
+SWALLOWS_CANCELLATION = """
+import asyncio, os, sys, wspatterns
+
+async def stubborn(websocket):
+    try:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except {caught}:
+                pass  # the mistake: the kit's cancellation is swallowed, and the loop goes on
+    finally:
+        print("its finally ran", flush=True)
+
+async def main(kind):
+    if kind == "serve":
+        server = await wspatterns.serve(stubborn)
+    else:
+        server = wspatterns.serve_in_thread(stubborn)
+    await wspatterns.connect(server, name="ann")
+    await server.stop(timeout=0.1)
+    print("stop() returned", flush=True)
+    if kind == "serve_in_thread":
+        print("thread ended:", not server.thread.is_alive(), flush=True)
+    if {give_up}:
+        os._exit(0)  # nothing else could end this script: asyncio.run() would wait for ever
+
+asyncio.run(main(sys.argv[1]))
+print("asyncio.run() returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["serve", "serve_in_thread"])
+def test_stop_names_a_handler_that_swallows_cancellation_and_the_script_still_ends(kind):
+    code = SWALLOWS_CANCELLATION.format(caught="asyncio.CancelledError", give_up=False)
+    result = run_python(code, kind, timeout=BOUND)  # a hang is the failure
+    assert result.returncode == 0, result.stderr
+    ended = ["its finally ran", "stop() returned"]
+    ended += ["thread ended: True"] if kind == "serve_in_thread" else []
+    assert result.stdout.splitlines() == [*ended, "asyncio.run() returned"]
+    assert (
+        "handler 'stubborn' of server 'stubborn', serving ann, did not stop when the kit "
+        "cancelled it: it caught the CancelledError and went on. The kit closed its coroutine"
+    ) in " ".join(result.stderr.split())
+    assert "re-raise asyncio.CancelledError" in result.stderr
+
+
+def test_stop_says_so_when_a_handler_cannot_be_stopped_at_all():
+    # It catches BaseException: GeneratorExit too, so closing its coroutine cannot end it.
+    code = SWALLOWS_CANCELLATION.format(caught="BaseException", give_up=True)
+    result = run_python(code, "serve", timeout=BOUND)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "stop() returned\n"
+    assert (
+        "handler 'stubborn' of server 'stubborn', serving ann, did not stop: it caught the "
+        "cancellation, and went on when the kit closed it too. It is still running, and "
+        "asyncio.run() or the end of the kernel will wait for it for ever"
+    ) in " ".join(result.stderr.split())
+
+
 async def test_stop_all_stops_servers_and_clients():
     servers = [await serve(echo, name=f"s{i}") for i in range(3)]
     clients = [await connect(server) for server in servers]
@@ -194,12 +256,15 @@ async def no_argument_handler():
     pass
 
 
+def generator_handler(websocket):
+    yield
+
+
 @pytest.mark.parametrize(
     "handler, message",
     [
-        (sync_handler, "not an async function: write `async def sync_handler"),
-        (lambda websocket: None, "not an async function: write `async def handler"),
-        (async_generator_handler, "async generator"),
+        (async_generator_handler, "is an async generator"),
+        (generator_handler, "is a generator"),
         (legacy_handler, "drop 'path' and read websocket.request.path"),
         (no_argument_handler, r"no_argument_handler\(\) must take exactly one argument"),
         ("echo", "needs a handler function"),
@@ -226,6 +291,45 @@ async def test_handlers_websockets_accepts_are_accepted():
             assert await websocket.recv() == "hi"
 
 
+async def test_any_callable_returning_an_awaitable_is_a_handler_as_for_websockets():
+    def plain(websocket):
+        return echo(websocket)
+
+    class Room:
+        def __call__(self, websocket):
+            return echo(websocket)
+
+    for handler in [lambda websocket: echo(websocket), plain, Room()]:
+        server = await serve(handler, name="accepted")
+        async with connect(server) as websocket:
+            await websocket.send("hi")
+            assert await websocket.recv() == "hi"
+        assert server.errors == []
+
+
+@pytest.mark.parametrize("handler", [sync_handler, lambda websocket: None])
+async def test_a_handler_returning_nothing_to_await_is_reported_when_a_client_connects(
+    handler, capsys
+):
+    server = await serve(handler, name="sync")
+    async with connect(server) as websocket:
+        with pytest.raises(ConnectionClosedError):
+            await asyncio.wait_for(websocket.recv(), BOUND)
+    assert websocket.close_code == 1011  # as websockets closes after any handler error
+    [report] = server.errors
+    assert isinstance(report.exception, HandlerNotAwaitableError)
+    assert isinstance(report.exception, TypeError)
+    name = "sync_handler" if handler is sync_handler else "<lambda>"
+    define = "sync_handler" if handler is sync_handler else "handler"
+    shown = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"handler {name!r} of server 'sync' returned None for client-1, not something to "
+        "await (websockets awaits what a handler returns); websockets closed that connection "
+        "with code 1011."
+    ) in shown
+    assert f"Write it as `async def {define}(websocket):`" in shown
+
+
 @pytest.mark.parametrize(
     "target, message",
     [
@@ -245,6 +349,94 @@ async def test_nothing_listening_says_so():
         port = closed.getsockname()[1]
     with pytest.raises(ConnectionRefusedError, match="nothing is listening"):
         await connect(f"ws://127.0.0.1:{port}/")
+
+
+@contextlib.contextmanager
+def web_server(version: str):
+    """A plain HTTP server, in a thread, answering every GET with a page: ``ws://`` its URL."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        protocol_version = version
+
+        def do_GET(self):
+            body = b"<h1>a page</h1>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"ws://127.0.0.1:{web.server_address[1]}/"
+    finally:
+        web.shutdown()
+        web.server_close()
+        thread.join(BOUND)
+
+
+async def test_connect_to_a_web_server_says_it_is_not_a_websocket_server():
+    # Python's http.server answers in HTTP/1.0, which websockets cannot read as a handshake;
+    # a web server in HTTP/1.1 answers 200 and its page. Both stay websockets' exceptions.
+    with web_server("HTTP/1.0") as url:
+        with pytest.raises(InvalidMessage) as caught:
+            await connect(url)
+    assert isinstance(caught.value, WSPatternsError)
+    assert str(caught.value) == (
+        f"{url} is not a WebSocket server: it answered 'HTTP/1.0 200 OK', as an older web "
+        "server does (WebSocket needs HTTP/1.1). Is this the WebSocket port?"
+    )
+    with web_server("HTTP/1.1") as url:
+        with pytest.raises(InvalidStatus) as caught:
+            await connect(url)
+    assert isinstance(caught.value, WSPatternsError)
+    assert caught.value.response.status_code == 200
+    assert str(caught.value).startswith(
+        f"{url} is not a WebSocket server: it answered HTTP 200 OK, as a web server answers a "
+        "page (BaseHTTP/"
+    )
+    assert str(caught.value).endswith("Is this the WebSocket port?")
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "(invalid HTTP status line: SSH-2.0-OpenSSH_9.2)"),
+        (b"", "it closed the connection without answering the opening handshake"),
+    ],
+)
+async def test_connect_to_something_that_does_not_speak_http_says_what_it_answered(answer, message):
+    async def other(reader, writer):
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    tcp = await asyncio.start_server(other, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{tcp.sockets[0].getsockname()[1]}/"
+    async with tcp:
+        with pytest.raises(InvalidMessage, match="is not a WebSocket server") as caught:
+            await connect(url)
+    assert message in str(caught.value)
+    assert str(caught.value).endswith("Is this the WebSocket port?")
+
+
+async def test_a_refused_handshake_says_what_the_server_answered():
+    def deny(connection, request):
+        return connection.respond(403, "a valid token is needed\n")
+
+    server = await serve(echo, process_request=deny)
+    with pytest.raises(InvalidStatus) as caught:
+        await connect(server)
+    assert caught.value.response.status_code == 403
+    assert str(caught.value) == (
+        f"{server.url} refused the WebSocket connection: HTTP 403 Forbidden, 'a valid token "
+        "is needed'. Is the path right, and does that server want more (a token, a name, "
+        "another Origin)?"
+    )
 
 
 async def test_open_handshake_is_bounded():
@@ -381,6 +573,30 @@ async def test_client_and_server_agree_on_names():
     async with raw_connect(server.url, proxy=None):  # a client the kit did not make
         await eventually(lambda: len(seen) == 3, "the third handler to start")
     assert seen == ["client-1", "alice", "client-2"]
+
+
+async def test_names_are_capped_alike_in_the_header_and_in_the_url():
+    async def who(websocket):
+        await websocket.send(websocket.name)
+        await websocket.wait_closed()
+
+    server = await serve(who)
+
+    async def named(url=server.url, header=None):
+        headers = {"X-WSPatterns-Name": header} if header is not None else {}
+        async with raw_connect(url, proxy=None, additional_headers=headers) as websocket:
+            return await asyncio.wait_for(websocket.recv(), BOUND)
+
+    longest = "n" * 64
+    assert await named(header=longest) == longest
+    assert await named(url=f"{server.url}?name={longest}") == longest
+    assert await named(header="n" * 65) == "client-1"  # 3 KB were taken before
+    assert await named(header="n" * 3000) == "client-2"
+    assert await named(url=f"{server.url}?name={'n' * 65}") == "client-3"
+    assert await named(header="  ") == "client-4"
+    for name in ["n" * 65, "", " ann", "a\tb"]:
+        with pytest.raises(InvalidNameError, match="1 to 64 characters"):
+            connect(server, name=name)
 
 
 async def test_reconnecting_under_a_name_closes_the_old_client():

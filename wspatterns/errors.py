@@ -7,6 +7,13 @@ would without the kit, and it still works.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from websockets.exceptions import InvalidMessage, InvalidStatus
+
+if TYPE_CHECKING:
+    from websockets.http11 import Response
+
 
 class WSPatternsError(Exception):
     """Base class of every exception the kit raises itself."""
@@ -22,6 +29,32 @@ class ServerStoppedError(WSPatternsError, RuntimeError):
 
 class InvalidTargetError(WSPatternsError, ValueError):
     """``connect()`` was given something that is not a server or a WebSocket URL."""
+
+
+class InvalidNameError(WSPatternsError, ValueError):
+    """A client name the kit cannot use: empty, longer than 64 characters, or not printable."""
+
+
+class NotWebSocketServerError(WSPatternsError, InvalidMessage, ConnectionError):
+    """``connect()`` reached something that does not answer the opening handshake in HTTP/1.1,
+    or closed without answering. Still websockets' ``InvalidMessage``, as without the kit."""
+
+
+class HandshakeRejectedError(WSPatternsError, InvalidStatus, ConnectionError):
+    """``connect()`` was answered with an HTTP status other than 101: a web server's page, or a
+    refusal. Still websockets' ``InvalidStatus``, with its ``response``."""
+
+    def __init__(self, message: str, response: Response) -> None:
+        ConnectionError.__init__(self, message)
+        self.response = response
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class HandlerNotAwaitableError(WSPatternsError, TypeError):
+    """A handler returned something websockets cannot await: ``def`` where ``async def`` was
+    meant."""
 
 
 class KitTimeoutError(WSPatternsError, TimeoutError):

@@ -82,6 +82,17 @@ def handler_tasks(server: WebSocketsServer) -> set[asyncio.Task[None]]:
     return set(server.handler_tasks)
 
 
+def status_line_read(exc: BaseException) -> str | None:
+    """The status line a server answered in another HTTP than 1.1 (``HTTP/1.0 200 OK``), if
+    that is why the opening handshake failed with ``exc``, an ``InvalidMessage``.
+
+    Why: websockets keeps what it read only in the words of the ``ValueError`` it chains,
+    ``unsupported protocol; expected HTTP/1.1: HTTP/1.0 200 OK`` in 17.4.
+    """
+    line = str(exc.__cause__).partition("expected HTTP/1.1: ")[2]
+    return line if line.startswith("HTTP/") else None
+
+
 def served_connections(server: WebSocketsServer) -> set[ServerConnection]:
     """Every connection whose handler has not returned yet, open or not (``all_connections``).
 

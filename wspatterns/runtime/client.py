@@ -22,18 +22,24 @@ from typing import Any, Literal, overload
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidURI
+from websockets.exceptions import InvalidMessage, InvalidStatus, InvalidURI
 from websockets.typing import Data
 from websockets.uri import parse_uri
 
 from .. import internals, reports
-from ..errors import InvalidTargetError, KitTimeoutError
+from ..errors import (
+    HandshakeRejectedError,
+    InvalidNameError,
+    InvalidTargetError,
+    KitTimeoutError,
+    NotWebSocketServerError,
+)
 from ..flow import Flow, Recording
 from ..settings import TIMEOUT
 from ..waiting import within
 from . import lifecycle
 from .loops import is_current
-from .server import CONNECTION_HEADER, NAME_HEADER, Server, server_at
+from .server import CONNECTION_HEADER, NAME_HEADER, NAME_LIMIT, Server, server_at, usable_name
 
 _client_numbers = itertools.count(1)
 _DEFAULT: Any = object()
@@ -159,6 +165,11 @@ class connect:  # noqa: N801 - used like websockets' connect, which is a class t
         self.timeout: float | None = TIMEOUT if timeout is _DEFAULT else timeout
         if name is None:
             name = server.next_client_name() if server else f"client-{next(_client_numbers)}"
+        elif usable_name(name) != name:
+            raise InvalidNameError(
+                f"connect() cannot name a client {name!r}: a name has 1 to {NAME_LIMIT} "
+                "characters, no control characters, and no spaces at either end."
+            )
         self.name = name
         self.flow = flow if flow is not None else server.flow if server else Flow()
         self._server_name = server.name if server else "server"
@@ -199,6 +210,10 @@ class connect:  # noqa: N801 - used like websockets' connect, which is a class t
                 f"nothing is listening at {self.url}: is the server running? "
                 "Start one with `server = await serve(handler)` and connect to `server`.",
             ) from None
+        except InvalidStatus as exc:
+            raise _rejected(self.url, exc) from None
+        except InvalidMessage as exc:
+            raise _not_websocket(self.url, exc) from None
         except TimeoutError:
             raise KitTimeoutError(
                 f"{self.url} did not finish the opening handshake within "
@@ -231,6 +246,43 @@ class connect:  # noqa: N801 - used like websockets' connect, which is a class t
 
     def __repr__(self) -> str:
         return f"<connect({self.url!r}) not opened yet: write `await connect(...)`>"
+
+
+def _rejected(url: str, exc: InvalidStatus) -> HandshakeRejectedError:
+    """What to raise when ``url`` answered the opening handshake with a status, not 101."""
+    response = exc.response
+    status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    if 200 <= response.status_code < 300:
+        software = response.headers.get("Server")
+        by = f" ({software})" if software else ""
+        message = (
+            f"{url} is not a WebSocket server: it answered {status}, as a web server answers "
+            f"a page{by}. Is this the WebSocket port?"
+        )
+    else:
+        said = bytes(response.body or b"").decode(errors="replace").strip().partition("\n")[0]
+        message = (
+            f"{url} refused the WebSocket connection: {status}"
+            + (f", {said[:200]!r}" if said else "")
+            + ". Is the path right, and does that server want more (a token, a name, "
+            "another Origin)?"
+        )
+    return HandshakeRejectedError(message, response)
+
+
+def _not_websocket(url: str, exc: InvalidMessage) -> NotWebSocketServerError:
+    """What to raise when ``url`` did not answer the opening handshake in HTTP/1.1."""
+    cause = exc.__cause__
+    line = internals.status_line_read(exc)
+    if isinstance(cause, EOFError):
+        said = "it closed the connection without answering the opening handshake"
+    elif line is not None:
+        said = f"it answered {line!r}, as an older web server does (WebSocket needs HTTP/1.1)"
+    else:
+        said = f"its answer is not a WebSocket handshake ({cause or exc})"
+    return NotWebSocketServerError(
+        f"{url} is not a WebSocket server: {said}. Is this the WebSocket port?"
+    )
 
 
 def resolve(target: Any) -> tuple[str, Server | None]:

@@ -1,4 +1,9 @@
-"""What a handler must look like for websockets to call it, checked before anything starts."""
+"""What a handler must look like for websockets to call it, checked before anything starts.
+
+websockets calls a handler with the connection and awaits what it returns: an ``async def``,
+or any callable returning an awaitable (``lambda websocket: echo(websocket)``). Whether a
+plain function returns one is known only once it is called; the server reports it then.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +21,11 @@ def check_handler(handler: Any) -> None:
     name = name_of(handler)
     if name == "<lambda>":
         name = "handler"
-    if inspect.isasyncgenfunction(handler):
+    if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
+        kind = "an async generator" if inspect.isasyncgenfunction(handler) else "a generator"
         raise TypeError(
-            f"handler {name!r} is an async generator (it contains `yield`); a handler "
+            f"handler {name!r} is {kind} (it contains `yield`); a handler "
             "sends with `await websocket.send(...)` instead of yielding."
-        )
-    call = getattr(handler, "__call__", None)  # noqa: B004 - an object with async __call__
-    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
-        raise TypeError(
-            f"handler {name!r} is not an async function: write `async def {name}(websocket):`. "
-            "websockets runs one handler coroutine per connection."
         )
     try:
         signature = inspect.signature(handler)

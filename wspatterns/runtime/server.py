@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import itertools
 import logging
 import sys
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
@@ -28,7 +29,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 
 from .. import internals, reports
-from ..errors import PortInUseError, ServerStoppedError
+from ..errors import HandlerNotAwaitableError, PortInUseError, ServerStoppedError
 from ..flow import Flow, Recording
 from ..reports import ErrorReport
 from ..settings import STOP_GRACE, Handler
@@ -44,6 +45,10 @@ CONNECTION_HEADER = "X-WSPatterns-Connection"
 #: A client that cannot set headers (a browser) names itself in the URL's query instead:
 #: ``ws://127.0.0.1:8765/?name=alice``.
 NAME_PARAMETER = "name"
+
+#: The longest name a client may give itself, in the header or in the URL; a longer one is
+#: ignored, and the server names the client ``client-N``.
+NAME_LIMIT = 64
 
 #: What a server stopped with ``stop()`` says when used again.
 STOPPED_BY_YOU = "you stopped it with stop(); serve it again to restart it"
@@ -79,7 +84,8 @@ class KitServerConnection(Recording, ServerConnection):
             return
         kit = self.kit
         named, path = named_in_query(request.path)
-        self.name = request.headers.get(NAME_HEADER) or named or kit.next_client_name()
+        in_header = usable_name(request.headers.get(NAME_HEADER, ""))
+        self.name = in_header or named or kit.next_client_name()
         if response.status_code != 101:
             return  # answered with plain HTTP (a page, a refusal): no connection to record
         token, _, number = request.headers.get(CONNECTION_HEADER, "").partition(".")
@@ -92,21 +98,25 @@ class KitServerConnection(Recording, ServerConnection):
         return f"<ServerConnection {self.name!r} {self.state.name}>"
 
 
+def usable_name(name: str) -> str | None:
+    """``name`` without spaces at either end, if it can name a client: 1 to
+    :data:`NAME_LIMIT` characters, none of them a control character; else None."""
+    name = name.strip()
+    return name if 0 < len(name) <= NAME_LIMIT and name.isprintable() else None
+
+
 def named_in_query(path: str) -> tuple[str | None, str]:
     """The name ``path``'s query gives its client (``/?name=alice``), and the path without it.
 
-    The name is None when the query gives none, or one that is empty, longer than
-    64 characters, or holds control characters.
+    The name is None when the query gives none, or one :func:`usable_name` refuses.
     """
     base, mark, query = path.partition("?")
     if not mark:
         return None, path
     pairs = parse_qsl(query, keep_blank_values=True)
     names = [value for key, value in pairs if key == NAME_PARAMETER]
-    name = names[-1].strip() if names else ""
     rest = urlencode([(key, value) for key, value in pairs if key != NAME_PARAMETER])
-    usable = 0 < len(name) <= 64 and name.isprintable()
-    return (name if usable else None), base + (f"?{rest}" if rest else "")
+    return usable_name(names[-1] if names else ""), base + (f"?{rest}" if rest else "")
 
 
 class Server:
@@ -133,6 +143,9 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._numbers = itertools.count(1)
         self._stopped: str | None = None  # why it stopped, once it has
+        # What each handler task is running: its connection, and what the handler returned.
+        self._running: dict[asyncio.Task[Any], tuple[ServerConnection, Awaitable[None]]] = {}
+        self._closed_by_kit: set[asyncio.Task[Any]] = set()  # handlers that refused to stop
 
     @property
     def url(self) -> str:
@@ -187,7 +200,9 @@ class Server:
 
         Handlers get ``timeout`` seconds to return once their connection is
         closed; one that does not is cancelled, and that is reported in
-        ``errors``. Stopping twice does nothing.
+        ``errors``. One that catches the cancellation and goes on is named in
+        ``errors`` and its coroutine closed, so that the loop can end. Stopping
+        twice does nothing.
         """
         await self._stop_because(STOPPED_BY_YOU, timeout)
 
@@ -241,15 +256,28 @@ class Server:
         return KitServerConnection(*args, kit=self, **kwargs)
 
     async def _serve_one(self, connection: ServerConnection) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         try:
-            await self.handler(connection)
+            running = self.handler(connection)
+            if not inspect.isawaitable(running):
+                raise self._not_awaitable(connection, running)
+            self._running[task] = (connection, running)
+            await running
         except ConnectionClosed:
             if self._stopped is None:  # not when the kit itself is closing it
                 self._report_failure(connection)
             raise
+        except HandlerNotAwaitableError:
+            raise  # reported already; websockets closes the connection with 1011
         except Exception:
+            if task in self._closed_by_kit:
+                return  # what ended it was the kit closing it, reported already
             self._report_failure(connection)
             raise  # websockets then closes the connection with 1011, as it would without us
+        finally:
+            self._running.pop(task, None)
+            self._closed_by_kit.discard(task)
 
     # Reporting
 
@@ -265,6 +293,32 @@ class Server:
                 self.name, name_of(self.handler), name, exc, still_open=still_open
             )
         )
+
+    def _not_awaitable(
+        self, connection: ServerConnection, running: object
+    ) -> HandlerNotAwaitableError:
+        """Report, and return to raise, that the handler returned ``running``, not an awaitable."""
+        name = name_of(self.handler)
+        exc = HandlerNotAwaitableError(
+            f"handler {name!r} returned {running!r}, which cannot be awaited."
+        )
+        client = getattr(connection, "name", None) or "a client"
+        if isinstance(connection, Recording):
+            connection.record_error(exc)
+        define = "handler" if name == "<lambda>" else name
+        self.report(
+            ErrorReport(
+                self.name,
+                client,
+                exc,
+                f"handler {name!r} of server {self.name!r} returned {running!r} for {client}, "
+                "not something to await (websockets awaits what a handler returns); websockets "
+                "closed that connection with code 1011.",
+                f"Write it as `async def {define}(websocket):`; a plain function may also "
+                "return a coroutine, as `lambda websocket: echo(websocket)` does.",
+            )
+        )
+        return exc
 
     def report(self, report: ErrorReport) -> None:
         """Keep ``report`` on ``errors`` and, unless ``quiet``, show it."""
@@ -288,7 +342,13 @@ class Server:
         return self._ws is not None
 
     async def _shutdown(self, grace: float) -> None:
-        """Close the server and its connections; runs on the server's own loop."""
+        """Close the server and its connections; runs on the server's own loop.
+
+        Handlers still running ``grace`` s after their connection closed are cancelled; one
+        that catches the cancellation and goes on gets its coroutine closed (as Python closes
+        a coroutine it collects), since asyncio.run() and a kernel's end would wait for it
+        for ever. Bounded by about 2.5 × ``grace``.
+        """
         ws = self._ws
         assert ws is not None
         ws.close(close_connections=True)
@@ -298,24 +358,71 @@ class Server:
             return
         except TimeoutError:
             stuck = self.handler_tasks()
-        for task in stuck:
-            task.cancel()
-        self.report(
-            ErrorReport(
-                self.name,
-                None,
-                None,
-                f"{len(stuck)} handler(s) of server {self.name!r} kept running {grace:g} s "
-                "after their connection closed; the kit cancelled them.",
-                "A handler notices a closed connection only while it awaits recv(), send() "
-                "or wait_closed(); a loop that does neither never ends on its own.",
+        refused: set[asyncio.Task[None]] = set()
+        if stuck:
+            for task in stuck:
+                task.cancel()
+            self.report(
+                ErrorReport(
+                    self.name,
+                    None,
+                    None,
+                    f"{len(stuck)} handler(s) of server {self.name!r} kept running {grace:g} s "
+                    "after their connection closed; the kit cancelled them.",
+                    "A handler notices a closed connection only while it awaits recv(), "
+                    "send() or wait_closed(); a loop that does neither never ends on its own.",
+                )
             )
-        )
+            _, refused = await asyncio.wait(stuck, timeout=grace)
+        if refused:
+            await self._close_refusing(refused, grace / 2)
         try:
-            async with asyncio.timeout(grace):
+            async with asyncio.timeout(grace / 4 if refused else grace):
                 await ws.wait_closed()
         except TimeoutError:
             self._close_now()
+
+    async def _close_refusing(self, tasks: set[asyncio.Task[Any]], grace: float) -> None:
+        """End the handlers that caught their cancellation and went on, saying which."""
+        handler = name_of(self.handler)
+        who: dict[asyncio.Task[Any], tuple[str, str]] = {}
+        for task in tasks:
+            self._closed_by_kit.add(task)
+            connection, running = self._running.get(task, (None, None))
+            client = getattr(connection, "name", None) or "a client"
+            who[task] = client, f"handler {handler!r} of server {self.name!r}, serving {client},"
+            if inspect.iscoroutine(running):
+                try:
+                    running.close()  # GeneratorExit where it waits: its finally blocks run
+                except RuntimeError:
+                    pass  # it caught GeneratorExit too, and awaited again: it runs on
+            task.cancel()  # wakes the task, whose handler has ended (or goes on refusing)
+        _, still = await asyncio.wait(tasks, timeout=grace)
+        for task, (client, handler_of) in who.items():
+            if task in still:
+                summary = (
+                    f"{handler_of} did not stop: it caught the cancellation, and went on when "
+                    "the kit closed it too. It is still running, and asyncio.run() or the end "
+                    "of the kernel will wait for it for ever: interrupt (Ctrl+C, or Kernel > "
+                    "Interrupt), or restart the kernel."
+                )
+            else:
+                summary = (
+                    f"{handler_of} did not stop when the kit cancelled it: it caught the "
+                    "CancelledError and went on. The kit closed its coroutine (GeneratorExit "
+                    "where it waited, so its finally blocks ran), or asyncio.run() and the "
+                    "end of the kernel would have waited for it for ever."
+                )
+            self.report(
+                ErrorReport(
+                    self.name,
+                    client,
+                    None,
+                    summary,
+                    "Let cancellation through: re-raise asyncio.CancelledError if you catch "
+                    "it (or catch Exception, which does not include it).",
+                )
+            )
 
     def _close_now(self) -> None:
         """Stop at once, without awaiting: for when the server's loop cannot run."""
@@ -336,13 +443,16 @@ def serve(
     """Start a websockets server on the running event loop: ``server = await serve(handler)``.
 
     ``handler`` is any ``async def handler(websocket)``, as in the websockets
-    docs. ``port=0`` picks a free port (read it from ``server.url``). ``name``
-    defaults to the handler's name; serving again under a name in use stops
-    the old server first, so re-running a cell is safe. What crosses the
-    server's connections is recorded in ``server.flow``, a new
-    :class:`~wspatterns.Flow` unless you pass one to share. ``quiet=True``
-    keeps handler errors on ``server.errors`` without printing them. Other
-    ``options`` go to :func:`websockets.asyncio.server.serve`. Also usable as
+    docs, or any callable that returns an awaitable, as websockets accepts
+    (``lambda websocket: echo(websocket)``); one that returns something else
+    is reported as a handler error when a client connects. ``port=0`` picks a
+    free port (read it from ``server.url``). ``name`` defaults to the
+    handler's name; serving again under a name in use stops the old server
+    first, so re-running a cell is safe. What crosses the server's connections
+    is recorded in ``server.flow``, a new :class:`~wspatterns.Flow` unless you
+    pass one to share. ``quiet=True`` keeps handler errors on
+    ``server.errors`` without printing them. Other ``options`` go to
+    :func:`websockets.asyncio.server.serve`. Also usable as
     ``async with serve(handler) as server:``.
 
     Raises TypeError for a handler websockets could not call,

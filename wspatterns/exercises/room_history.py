@@ -144,17 +144,17 @@ async def _story(
     clients.append(carol)
     chatter = await talking
     everything = [*expected, hello, *[said("alice", text) for text in chatter]]
-    got: list[Any] = []  # until the last thing said arrives (or nothing more does)
-    while len(got) < len(everything) and (not got or got[-1] != everything[-1]):
+    carol_heard: list[Any] = []  # until the last thing said arrives (or nothing more does)
+    while len(carol_heard) < len(everything) and (not carol_heard or carol_heard[-1] != everything[-1]):
         if (message := await next_message(carol)) is None:
             break
-        got.append(message)
-    start = len(everything) - len(got)
+        carol_heard.append(message)
+    start = len(everything) - len(carol_heard)
     report.add(
-        len(got) >= KEPT and got == everything[start:],
+        len(carol_heard) >= KEPT and carol_heard == everything[start:],
         f"carol, joining while alice kept talking, was sent the last {KEPT} messages and "
         "then everything said after them: none missing, none twice, none in the middle.",
-        f"carol joined while alice said t1 to t{len(chatter)}; she was sent {quote(got)}. "
+        f"carol joined while alice said t1 to t{len(chatter)}; she was sent {quote(carol_heard)}. "
         "Nobody may speak between the moment the history is taken and the moment the "
         "newcomer is in `members`: no `await` in between.",
     )

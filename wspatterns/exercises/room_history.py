@@ -145,7 +145,8 @@ async def _story(
     chatter = await talking
     everything = [*expected, hello, *[said("alice", text) for text in chatter]]
     carol_heard: list[Any] = []  # until the last thing said arrives (or nothing more does)
-    while len(carol_heard) < len(everything) and (not carol_heard or carol_heard[-1] != everything[-1]):
+    last = everything[-1]
+    while len(carol_heard) < len(everything) and (not carol_heard or carol_heard[-1] != last):
         if (message := await next_message(carol)) is None:
             break
         carol_heard.append(message)

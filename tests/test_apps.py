@@ -5,6 +5,7 @@ reads their flow when they opt in with ``**recorded()``, and stops them.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,13 +23,15 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
 import wspatterns
 from wspatterns.apps import free_port, recorded, start_app
+from wspatterns.apps.output import OUTPUT_FIRST, OUTPUT_LATEST, REPORTS_KEPT, SHOWN_PER_CELL
 from wspatterns.apps.recording import NAME_VARIABLE
 from wspatterns.errors import ProcessFailed
 from wspatterns.flow import CAP
 from wspatterns.flow.events import HEAD
 from wspatterns.flow.recording import without_secrets
+from wspatterns.runtime.processes import LINE_KEPT
 
-from .utils import BOUND, eventually, kernel_manager, run_python
+from .utils import BOUND, MS, eventually, execute, kernel_manager, run_python
 
 PROGRAM = """
 import asyncio, http, os, signal
@@ -222,6 +225,147 @@ async def test_starting_again_under_a_name_stops_the_one_before(program):
     assert first.output == ["serving", "stopped"]  # stopped with SIGTERM, not killed
 
 
+# What a program prints: kept and shown within bounds
+
+# Printed by the program before it serves: LINES lines of 100 bytes and one line of LONG
+# bytes on STREAM, then "flooded" there.
+FLOOD = """
+import os, sys
+stream = getattr(sys, os.environ["STREAM"])
+for number in range(int(os.environ.get("LINES", "0"))):
+    stream.write(f"line {number:06} " + "x" * 87 + "\\n")
+if os.environ.get("LONG"):
+    stream.write("y" * int(os.environ["LONG"]) + "\\n")
+stream.write("flooded\\n")
+stream.flush()
+"""
+
+
+@pytest.fixture
+def flood(tmp_path):
+    path = tmp_path / "flood_app.py"
+    path.write_text(FLOOD + PROGRAM)
+    return path
+
+
+def flood_line(number: int) -> str:
+    return f"line {number:06} " + "x" * 87
+
+
+async def test_a_programs_output_keeps_its_first_and_latest_lines_and_cuts_a_long_one(flood):
+    env = {"STREAM": "stdout", "LINES": "1000", "LONG": "1000000"}
+    app = await start_app(flood, name="flood", env=env)
+    await eventually(lambda: app.output[-2:] == ["flooded", "serving"], "its last lines")
+    cut = "y" * LINE_KEPT + f" … ({1_000_000 - LINE_KEPT:,} more bytes)"
+    # 1003 lines: the first 100, the latest 400, and how many between were not kept.
+    first = [flood_line(n) for n in range(OUTPUT_FIRST)]
+    latest = [flood_line(n) for n in range(603, 1000)]
+    assert app.output == [*first, "… 503 more lines, not kept", *latest, cut, "flooded", "serving"]
+    assert await app.clients() == []  # the kit's own lines, on the same stdout, still whole
+    assert await app.stop() == 0
+    assert app.output[-3:] == ["flooded", "serving", "stopped"]
+
+
+async def test_outside_a_notebook_a_programs_stderr_is_printed_at_once_and_the_latest_kept(
+    flood, capsys
+):
+    app = await start_app(flood, name="flood", env={"STREAM": "stderr", "LINES": "300"})
+    await eventually(lambda: "flooded" in app.output[-2:], "its last line")
+    assert [report.summary for report in app.reports] == [
+        *(f"[flood] {flood_line(n)}" for n in range(201, 300)),
+        "[flood] flooded",
+    ]  # the latest REPORTS_KEPT
+    assert len(app.reports) == REPORTS_KEPT
+    printed = capsys.readouterr().err.splitlines()
+    assert printed == [f"wspatterns: [flood] {flood_line(n)}" for n in range(300)] + [
+        "wspatterns: [flood] flooded"
+    ]  # nothing waits outside a notebook: nothing to count
+
+
+def test_under_each_cell_a_program_shows_its_first_lines_on_stderr_and_counts_the_rest(
+    monkeypatch, capsys
+):
+    from types import SimpleNamespace
+
+    from wspatterns import reports
+    from wspatterns.apps.output import StderrReports
+
+    shell = SimpleNamespace(events=SimpleNamespace(register=lambda *args: None))
+    monkeypatch.setattr(reports, "ipython", lambda: shell)  # as in a notebook
+    monkeypatch.setattr(reports, "_hooked", False)
+    stderr = StderrReports("flood")
+
+    def cell_ends() -> list[str]:
+        reports._print_pending()  # what IPython calls once a cell has run
+        return capsys.readouterr().err.splitlines()
+
+    for number in range(SHOWN_PER_CELL + 70):
+        stderr.add(f"oops {number}")
+    assert cell_ends() == [f"wspatterns: [flood] oops {n}" for n in range(SHOWN_PER_CELL)] + [
+        f"wspatterns: [flood] … 70 more lines on stderr, not shown here: app.output keeps the "
+        f"first {OUTPUT_FIRST} and the latest {OUTPUT_LATEST}"
+    ]
+    for line in ("Traceback (most recent call last):", '  File "x.py", line 1', "KeyError: 1"):
+        stderr.add(line)  # the next cell: its own lines, a traceback as one report
+    stderr.add("done")
+    assert cell_ends() == [
+        "wspatterns: [flood] Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "KeyError: 1",
+        "wspatterns: [flood] done",
+    ]
+    assert len(stderr.kept) == SHOWN_PER_CELL + 3  # each report shown, and the count
+
+
+FLOOD_IN_KERNEL = """
+gc.collect()
+tracemalloc.reset_peak()
+before = tracemalloc.get_traced_memory()[0]
+app = await start_app({path!r}, name="flood", env={env!r}, timeout=60)
+await wait_until(lambda: "flooded" in app.output[-2:], 120)
+gc.collect()
+now, peak = tracemalloc.get_traced_memory()
+print("GROWTH", now - before, peak - before, len(app.output), len(app.reports),
+      max(map(len, app.output)))
+await app.stop()
+"""
+
+
+@pytest.mark.parametrize("stream", ["stderr", "stdout"])
+def test_a_flood_of_10_mb_leaves_the_kernel_flat_and_one_line_counts_the_rest(
+    flood, kernel, stream
+):
+    execute(kernel, "import gc, tracemalloc\nfrom wspatterns.apps import start_app\n"
+            "from wspatterns.waiting import wait_until\ntracemalloc.start()")  # fmt: skip
+    lines = 100_000  # 10 MB, in lines of 100 bytes
+    shown = execute(kernel, FLOOD_IN_KERNEL.format(path=str(flood),
+                    env={"STREAM": stream, "LINES": str(lines)}))  # fmt: skip
+    [growth] = [each for each in shown["stdout"].splitlines() if each.startswith("GROWTH")]
+    now, peak, outputs, kept, _ = map(int, growth.split()[1:])
+    # What the kernel holds once it has read them all, and at most meanwhile: 10 MB read
+    # line after line once held +52 MB on stderr.
+    assert now < 2_000_000 and peak < 4_000_000, growth
+    assert outputs == OUTPUT_FIRST + 1 + OUTPUT_LATEST
+    if stream == "stderr":  # 100,001 lines: 50 shown under the cell, one line counts the rest
+        assert kept <= SHOWN_PER_CELL + 1
+        printed = shown["stderr"].splitlines()
+        assert printed == [
+            f"wspatterns: [flood] {flood_line(n)}" for n in range(SHOWN_PER_CELL)
+        ] + [
+            f"wspatterns: [flood] … {lines + 1 - SHOWN_PER_CELL:,} more lines on stderr, not "
+            f"shown here: app.output keeps the first {OUTPUT_FIRST} and the latest {OUTPUT_LATEST}"
+        ]
+    else:
+        assert kept == 0 and "[flood]" not in shown["stderr"]
+    # One line of 10 MB: its first 4 KiB kept, the rest counted.
+    shown = execute(kernel, FLOOD_IN_KERNEL.format(path=str(flood),
+                    env={"STREAM": stream, "LONG": str(10_000_000)}))  # fmt: skip
+    [growth] = [each for each in shown["stdout"].splitlines() if each.startswith("GROWTH")]
+    now, peak, *_, longest = map(int, growth.split()[1:])
+    assert now < 2_000_000 and peak < 4_000_000, growth
+    assert longest == len("y" * LINE_KEPT + f" … ({10_000_000 - LINE_KEPT:,} more bytes)")
+
+
 # Nothing left running
 
 
@@ -251,6 +395,147 @@ def test_a_program_dies_with_a_killed_parent(program):
     assert result.returncode == -signal.SIGKILL
     pid = int(result.stdout)
     asyncio.run(eventually(lambda: gone(pid), f"program {pid} to die with its parent"))
+
+
+# A program's own processes
+
+# Started by the program before it serves: a child that starts a grandchild, both sleeping,
+# both holding the program's stdout and stderr; the grandchild ignores SIGTERM.
+FAMILY = """
+import subprocess, sys
+GRANDCHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+CHILD = ("import subprocess, sys, time; "
+         f"subprocess.Popen([sys.executable, '-c', {GRANDCHILD!r}]); time.sleep(600)")
+subprocess.Popen([sys.executable, "-c", CHILD])
+"""
+
+
+@pytest.fixture
+def family(tmp_path):
+    """A program that starts a child and a grandchild; any of them left after the test is
+    killed (by pid), so that a failing test leaves nothing behind."""
+    path = tmp_path / "family_app.py"
+    path.write_text(FAMILY + PROGRAM)
+    started: list[psutil.Process] = []
+    yield path, started
+    for each in started:
+        with contextlib.suppress(psutil.Error):
+            each.kill()
+
+
+async def tree_of(app, started: list[psutil.Process]) -> list[psutil.Process]:
+    """The program, its child and its grandchild, once both are running; noted in
+    ``started`` for the fixture to clean up."""
+    program = psutil.Process(app.pid)
+    await eventually(lambda: len(program.children(recursive=True)) == 2, "child and grandchild")
+    tree = [program, *program.children(recursive=True)]
+    started.extend(tree)
+    return tree
+
+
+def left_of(tree: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``tree`` still running after a bounded wait (zombies count as gone: their
+    parent died, and reaping them is up to the machine's init)."""
+
+    def running(each: psutil.Process) -> bool:  # this very process (is_running: not a reused pid)
+        with contextlib.suppress(psutil.Error):
+            return each.is_running() and each.status() != psutil.STATUS_ZOMBIE
+        return False
+
+    deadline = time.monotonic() + BOUND
+    while (alive := [each for each in tree if running(each)]) and time.monotonic() < deadline:
+        time.sleep(10 * MS)
+    return alive
+
+
+def in_group(group: int) -> list[int]:
+    """The processes of process group ``group`` still running (not zombies)."""
+    members = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == group and not gone(pid):
+                members.append(pid)
+    return members
+
+
+async def test_stop_ends_the_programs_whole_tree_at_once(family):
+    path, started = family
+    app = await start_app(path, name="family")
+    tree = await tree_of(app, started)
+    group = os.getpgid(app.pid)
+    client = await app.connect("alice")
+    began = time.monotonic()
+    assert await app.stop() == 0  # SIGTERM to the group: the program ended by itself
+    took = time.monotonic() - began
+    assert took < 1000 * MS, f"stop() took {took:.1f} s"  # the pipes its children held: 12 s
+    assert left_of(tree) == []  # the grandchild ignored SIGTERM: killed once the program ended
+    assert in_group(group) == []  # and nothing else of its group, the watchdog included
+    assert app.output == ["serving", "stopped"]
+    with pytest.raises(ConnectionClosedOK):
+        await client.recv()
+    closes = [(event.at, event.code) for event in await app.flow() if event.kind == "close"]
+    assert ("server", 1001) in closes  # its last flow, told as it ended, still read
+
+
+async def test_stop_all_ends_the_programs_whole_tree(family):
+    path, started = family
+    app = await start_app(path, name="family")
+    tree = await tree_of(app, started)
+    await wspatterns.stop_all()
+    assert left_of(tree) == []
+
+
+@pytest.mark.parametrize("program_is", ["running", "ended"])
+def test_the_end_of_the_interpreter_ends_the_programs_whole_tree(family, program_is):
+    path, started = family
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, psutil, signal
+        from wspatterns.apps import start_app
+        from wspatterns.waiting import wait_until
+
+        async def main():
+            app = await start_app({str(path)!r}, name="family")
+            program = psutil.Process(app.pid)
+            await wait_until(lambda: len(program.children(recursive=True)) == 2, 10)
+            print(app.pid, *(each.pid for each in program.children(recursive=True)), flush=True)
+            if {program_is!r} == "ended":  # by itself, leaving its children behind
+                os.kill(app.pid, signal.SIGKILL)
+                await wait_until(lambda: app.returncode is not None, 10)
+
+        asyncio.run(main())
+        """
+    )
+    result = run_python(script)
+    assert result.returncode == 0, result.stderr
+    tree = [psutil.Process(int(pid)) for pid in result.stdout.split() if not gone(int(pid))]
+    started.extend(tree)
+    assert left_of(tree) == []
+
+
+def test_a_killed_parent_leaves_nothing_of_the_programs_tree(family):
+    path, started = family
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, psutil, signal
+        from wspatterns.apps import start_app
+        from wspatterns.waiting import wait_until
+
+        async def main():
+            app = await start_app({str(path)!r}, name="family")
+            program = psutil.Process(app.pid)
+            await wait_until(lambda: len(program.children(recursive=True)) == 2, 10)
+            print(app.pid, *(each.pid for each in program.children(recursive=True)), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no stop()
+
+        asyncio.run(main())
+        """
+    )
+    result = run_python(script)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    tree = [psutil.Process(int(pid)) for pid in result.stdout.split() if not gone(int(pid))]
+    started.extend(tree)
+    assert left_of(tree) == []  # the watchdog: SIGTERM to the group, SIGKILL 2 s later
 
 
 START_IN_KERNEL = """

@@ -882,3 +882,24 @@ def test_in_a_notebook_the_hint_shows_under_the_waiting_cell_only(kernel):
     assert hints[0].startswith("wspatterns: alice has waited") and "slow" in hints[0]
     assert waited["stdout"].splitlines()[-2:] == ["late", "late"]
     assert waited["stderr"] == ""
+
+
+# Child processes: what the kit reads of them
+
+
+async def test_a_childs_long_line_is_cut_but_the_kits_own_line_is_read_whole():
+    from wspatterns.runtime.processes import LINE_KEPT, as_text, read_output_line
+
+    stream = asyncio.StreamReader()  # the default limit, 64 KiB: lines come in pieces
+    kit = b"\x1ekit " + b"k" * 3_000_000
+    for chunk in (b"y" * 1_000_000 + b"\n", kit + b"\n", b"short\n", b"\n", b"no newline"):
+        stream.feed_data(chunk)
+    stream.feed_eof()
+    cut = await read_output_line(stream, whole=b"\x1ekit ")
+    assert cut == (b"y" * LINE_KEPT, 1_000_000 - LINE_KEPT)
+    assert as_text(*cut) == "y" * LINE_KEPT + f" … ({1_000_000 - LINE_KEPT:,} more bytes)"
+    assert await read_output_line(stream, whole=b"\x1ekit ") == (kit, 0)
+    assert await read_output_line(stream) == (b"short", 0)
+    assert await read_output_line(stream) == (b"", 0)
+    assert await read_output_line(stream) == (b"no newline", 0)
+    assert await read_output_line(stream) is None

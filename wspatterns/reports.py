@@ -201,6 +201,12 @@ def show(report: ErrorReport) -> None:
             _hooked = True
 
 
+def waiting(report: ErrorReport) -> bool:
+    """True while ``report`` waits for the next cell to finish, to be printed under it."""
+    with _pending_lock:
+        return any(each is report for each in reversed(_pending))
+
+
 def _print_pending(*_args: Any) -> None:
     with _pending_lock:
         reports = _pending[:]

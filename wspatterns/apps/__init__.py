@@ -4,6 +4,9 @@
   the program in a process of its own, stopped with SIGTERM (``await chat.stop()``)
   or killed (``await chat.crash()``); its flow merged with the notebook's
   (``await chat.flow()``, ``await flow_of(chat_1, chat_2)``);
+* :mod:`~wspatterns.apps.output` — what the kit keeps of what the program prints
+  (``chat.output``, ``chat.reports``) and shows under the cells: bounded, however much
+  it prints;
 * :mod:`~wspatterns.apps.recording` — ``**recorded()``, the one argument a program
   adds to websockets' ``serve()`` for the kit to see its connections (nothing when run
   by hand);

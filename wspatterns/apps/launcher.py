@@ -8,10 +8,15 @@ opted in with ``**recorded()`` (see :mod:`~wspatterns.apps.recording`), what
 crossed its connections: ``await chat.flow()``.
 
 ``await chat.stop()`` sends SIGTERM, as a deployment does, and waits for the
-program to finish on its own; ``await chat.kill()`` sends SIGKILL, as a crash
-would. The kit's registry holds every program it started: ``stop_all()``, the
-end of the kernel and a kernel restart leave none running (and, on Linux, a
-program dies with the kernel that started it).
+program to finish on its own; ``await chat.crash()`` sends SIGKILL, as a crash
+would. Either way, whatever the program started (a process of its own, and the
+processes that one started) ends with it: the program runs in a process group a
+watchdog holds (see :class:`~wspatterns.runtime.processes.ChildProcess`). The
+kit's registry holds every program it started: ``stop_all()``, the end of the
+kernel and a kernel restart leave none running, and neither does a kernel that
+is killed (only a process that left the program's group, as a daemon does, is
+out of reach). What a program prints is kept and shown within bounds
+(:mod:`~wspatterns.apps.output`).
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ from typing import Any
 
 import psutil
 
-from .. import reports
 from ..errors import ProcessFailed
 from ..flow import Flow, merge
 from ..reports import ErrorReport
 from ..runtime import connect, lifecycle
-from ..runtime.processes import ChildProcess, glimpse, read_line
+from ..runtime.processes import ChildProcess, as_text, glimpse, read_output_line
 from ..settings import TIMEOUT
 from ..waiting import wait_until
+from .output import Output, StderrReports
 from .recording import KIT_LINE, NAME_VARIABLE, TOKEN_VARIABLE
 
 
@@ -44,12 +49,15 @@ class App(ChildProcess):
     """A program started by :func:`start_app`: where it serves, what it printed, its flow.
 
     ``url`` is ``ws://127.0.0.1:PORT/`` and ``page`` the same address in HTTP;
-    ``output`` holds the lines it printed (stdout and stderr, as they came);
-    ``local`` is the flow the kit's clients opened with :meth:`connect` record into;
-    ``returncode`` is None while it runs, then its exit status (``-9`` when killed).
+    ``output`` holds the lines it printed (stdout and stderr, as they came: the first
+    and the latest, if it printed many); ``reports``, what it wrote on stderr, as shown
+    under the cells; ``local`` is the flow the kit's clients opened with :meth:`connect`
+    record into; ``returncode`` is None while it runs, then its exit status (``-9``
+    when killed).
     """
 
     role = "program"
+    watched = True  # a learner's program may start processes of its own
 
     def __init__(self, path: Path, name: str, port: int, env: dict[str, str], local: Flow):
         extra = {**env, "PORT": str(port), NAME_VARIABLE: name, TOKEN_VARIABLE: local.token}
@@ -59,14 +67,13 @@ class App(ChildProcess):
         self.role = f"program {name!r} ({path.name})"
         self.port = port
         self.local = local
-        self.output: list[str] = []
-        self.reports: list[ErrorReport] = []
+        self._output = Output()
+        self._stderr = StderrReports(name)
         self._last_flow: dict[str, Any] | None = None
         # One future per command sent, oldest first: the program answers them in turn.
         self._questions: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._answered = False  # whether it ever did: then it passes **recorded()
         self._stdout_task: asyncio.Task[None] | None = None
-        self._traceback = False  # in the middle of one, on stderr
 
     def command(self) -> list[str]:
         return [sys.executable, "-u", str(self.path)]
@@ -78,6 +85,17 @@ class App(ChildProcess):
     @property
     def page(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def output(self) -> list[str]:
+        """The lines it printed, stdout and stderr as they came; of many, the first and the
+        latest, and how many between were not kept."""
+        return self._output.lines()
+
+    @property
+    def reports(self) -> list[ErrorReport]:
+        """What it wrote on stderr, as reports shown under the cells: the latest ones."""
+        return list(self._stderr.kept)
 
     @property
     def pid(self) -> int | None:
@@ -118,13 +136,15 @@ class App(ChildProcess):
 
     async def _read_stdout(self) -> None:
         assert self.process is not None and self.process.stdout is not None
+        stdout, kit_line = self.process.stdout, KIT_LINE.encode()
         try:
-            while line := await read_line(self.process.stdout):
-                text = line.decode(errors="replace").rstrip("\n")
+            # The kit's own lines are read whole (a flow is tens of MB); the program's, cut.
+            while (read := await read_output_line(stdout, whole=kit_line)) is not None:
+                text = as_text(*read)
                 if text.startswith(KIT_LINE):
                     self._told(text.removeprefix(KIT_LINE))
                 else:
-                    self.output.append(text)
+                    self._output.add(text)
         finally:
             while self._questions:  # the program is gone: nobody will answer them
                 question = self._questions.popleft()
@@ -153,18 +173,9 @@ class App(ChildProcess):
 
     def heard(self, line: str) -> None:
         # What the program writes on stderr (a traceback, websockets' log) is kept with
-        # its output and shown under the next cell, naming the program: a new report on
-        # each line that starts at the margin, the lines indented under it as its detail.
-        self.output.append(line)
-        detail = self._traceback or line[:1].isspace() or line.startswith("Traceback")
-        # A traceback ends with its exception's line, at the margin.
-        self._traceback = line.startswith("Traceback") or (self._traceback and line[:1] == " ")
-        if not detail or not self.reports:
-            self.reports.append(ErrorReport(self.name, None, None, f"[{self.name}] {line}"))
-            reports.show(self.reports[-1])
-        else:
-            report = self.reports[-1]
-            report.hint = f"{report.hint}\n{line}" if report.hint else line
+        # its output and shown under the next cell, naming the program.
+        self._output.add(line)
+        self._stderr.add(line)
 
     async def _ask(self, command: str, timeout: float) -> dict[str, Any]:
         if self.returncode is not None:
@@ -233,14 +244,12 @@ class App(ChildProcess):
     # Stopping
 
     async def stop(self, timeout: float = TIMEOUT) -> int | None:  # type: ignore[override]
-        """SIGTERM, then wait up to ``timeout`` s for the program to end on its own (killed
-        after that); returns its exit status. Its last flow is kept for :meth:`flow`."""
-        process = self.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), timeout)
+        """SIGTERM to the program and whatever it started, then wait up to ``timeout`` s for
+        the program to end on its own (killed after that); what it started is killed once it
+        has ended. Returns its exit status; its last flow is kept for :meth:`flow`."""
+        if self.returncode is None:
+            self.signal_group(signal.SIGTERM)
+            await self.exited(timeout)
         await self._finish()
         return self.returncode
 
@@ -255,12 +264,14 @@ class App(ChildProcess):
         return self.returncode
 
     async def _finish(self) -> None:
-        """Reap the process, read its last lines, and leave the registry."""
+        """Kill what is left of its group, read its last lines (its last flow), reap it, and
+        leave the registry."""
         await self.close(grace=0)
         lifecycle.forget("process", ("app", self.name), self)
-        if self._stdout_task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._stdout_task), 2)
+
+    def _readers(self) -> list[asyncio.Task[None]]:
+        stdout = [] if self._stdout_task is None else [self._stdout_task]
+        return [*super()._readers(), *stdout]
 
     async def retire(self, why: str) -> None:
         await self.stop(timeout=2)

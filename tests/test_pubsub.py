@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import operator
 import socket
 from socket import SO_RCVBUF, SO_SNDBUF, SOL_SOCKET
 from urllib.parse import urlsplit
@@ -13,7 +14,18 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from wspatterns import Flow, connect, serve
-from wspatterns.pubsub import ACTIONS, HubUnavailable, MemoryHub, RedisHub, hub_handler
+from wspatterns.pubsub import (
+    ACTIONS,
+    MAX_MESSAGE_SIZE,
+    MAX_QUEUED_BYTES,
+    MAX_SUBSCRIPTIONS,
+    BadRequest,
+    HubUnavailable,
+    MemoryHub,
+    RedisHub,
+    hub_handler,
+    parse_request,
+)
 from wspatterns.pubsub.redis_server import redacted, start_redis, start_redis_blocking
 
 from .utils import BOUND, eventually
@@ -206,6 +218,172 @@ async def test_a_bad_request_gets_a_clear_error_and_the_connection_goes_on(serve
     await still_served(server)
 
 
+def raw(**values: str) -> str:
+    """A JSON object written by hand: each value as given, ``raw(action='"publish"')``."""
+    return "{" + ", ".join(f'"{key}": {value}' for key, value in values.items()) + "}"
+
+
+# What json.loads cannot take: nested deeper than Python recurses, or a number with more
+# digits than int() converts (4300). Each fits in MAX_MESSAGE_SIZE.
+DEEP = "[" * 50_000
+HUGE = "9" * 5_000
+UNPARSABLE = {
+    "nested arrays": DEEP,
+    "nested objects": '{"a": ' * 10_000,
+    "a nested message": raw(action='"publish"', channel='"news"', message=DEEP),
+    "a huge number": HUGE,
+    "a huge message": raw(action='"publish"', channel='"news"', message=HUGE),
+    "a huge channel": raw(action='"subscribe"', channel="-" + HUGE),
+}
+# What json.loads takes, but is no request: a value nested almost as deep as it parses.
+NESTED = "[" * 800 + "]" * 800
+PARSABLE = {
+    "a nested action": raw(action=NESTED, channel='"news"'),
+    "a nested channel": raw(action='"subscribe"', channel=NESTED),
+    "a nested since": raw(action='"subscribe"', channel='"news"', since=NESTED),
+    "a nested message, closed": raw(action='"publish"', channel='"news"', message=NESTED),
+    "a long action": raw(action=json.dumps("x" * 60_000), channel='"news"'),
+}
+
+
+@pytest.mark.parametrize(
+    "frame", [*UNPARSABLE.values(), *PARSABLE.values()], ids=[*UNPARSABLE, *PARSABLE]
+)
+async def test_a_frame_too_deep_or_too_long_for_the_parser_gets_an_error_too(hub, frame):
+    async with serve(hub_handler(hub), max_size=MAX_MESSAGE_SIZE) as server:
+        assert len(frame.encode()) <= MAX_MESSAGE_SIZE
+        async with connect(server) as websocket:
+            await websocket.send(frame)
+            reply = await receive(websocket)
+            assert set(reply) == {"error"}
+            assert len(reply["error"]) < 400  # says what was wrong, without echoing it back
+            await subscribe(websocket, "news")  # the same connection still works
+        await still_served(server)
+    assert server.errors == []  # no handler error reported under the teacher's cell
+
+
+def test_json_that_cannot_be_parsed_is_named_for_what_it_is():
+    with pytest.raises(BadRequest, match="nested too deep"):
+        parse_request(DEEP)
+    with pytest.raises(BadRequest, match="number too long"):
+        parse_request(HUGE)
+
+
+# Limits: subscriptions per client, and what may wait for a client that does not read
+
+
+async def test_a_client_may_hold_max_subscriptions_and_not_one_more(server, hub):
+    channels = [f"channel-{number}" for number in range(MAX_SUBSCRIPTIONS)]
+    async with connect(server) as websocket:
+        for channel in channels:
+            await send(websocket, action="subscribe", channel=channel)
+        for channel in channels:  # exactly at the limit: all of them taken
+            assert await receive(websocket) == {"subscribed": channel}
+        await send(websocket, action="subscribe", channel="one-more")
+        reply = await receive(websocket)
+        assert set(reply) == {"error"}
+        assert f"{MAX_SUBSCRIPTIONS} subscriptions" in reply["error"]
+        assert "one-more" not in hub.channels and len(hub.channels) == MAX_SUBSCRIPTIONS
+        await subscribe(websocket, channels[0])  # again to one it holds: harmless, as ever
+        await send(websocket, action="unsubscribe", channel=channels[0])
+        assert await receive(websocket) == {"unsubscribed": channels[0]}
+        await subscribe(websocket, "one-more")  # room for one again
+        await send(websocket, action="publish", channel="one-more", message="in")
+        assert await receive(websocket) == {"channel": "one-more", "message": "in"}
+    await eventually(lambda: hub.channels == set())
+    await still_served(server)
+
+
+def delivery_of(size: int, channel: str) -> str:
+    """A message whose delivery on ``channel`` is ``size`` bytes of JSON."""
+    message = "x" * (size - len(json.dumps({"channel": channel, "message": ""})))
+    assert len(json.dumps({"channel": channel, "message": message}).encode()) == size
+    return message
+
+
+async def stalled_subscriber(server, hub, channel, spy):
+    """A client of ``server`` subscribed to ``channel`` that then reads nothing, and its
+    handler stuck sending it a first message too big for the buffers between them: whatever
+    is published next waits in the handler's outbox. ``spy`` (subscribed too) sees each
+    delivery as the handler does."""
+    sock = socket.socket()
+    sock.setsockopt(SOL_SOCKET, SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    slow = await connect(server, sock=sock, max_size=None)
+    await subscribe(slow, channel)
+    await hub.subscribe(channel, spy)
+    slow.transport.pause_reading()  # from now on it reads nothing
+    [connection] = server.connections
+    connection.transport.get_extra_info("socket").setsockopt(SOL_SOCKET, SO_SNDBUF, 4096)
+    await hub.publish(channel, PLUG)
+    await eventually(lambda: connection.transport.get_write_buffer_size() > 0, "a stuck send")
+    return slow
+
+
+PLUG = "plug" * 100_000  # 400 kB: more than the buffers between client and server hold
+
+
+@pytest.mark.parametrize(
+    "limit, sizes, dropped",
+    [
+        ("bytes", [60_000] * 17 + [MAX_QUEUED_BYTES - 17 * 60_000], False),
+        ("bytes", [60_000] * 17 + [MAX_QUEUED_BYTES - 17 * 60_000 + 1], True),
+        ("messages", [100] * 4, False),
+        ("messages", [100] * 5, True),
+    ],
+    ids=["bytes at the limit", "one byte over", "messages at the limit", "one message over"],
+)
+async def test_what_may_wait_for_a_client_that_does_not_read(hub, limit, sizes, dropped):
+    """MAX_QUEUED_BYTES bytes (or outbox_size messages) may wait for a client that does not
+    read; one byte (or message) more unsubscribes it from everything and closes it with 1008."""
+    outbox_size = 4 if limit == "messages" else 1000
+    messages = [delivery_of(size, "firehose") for size in sizes]
+    if limit == "bytes":
+        assert sum(sizes) == MAX_QUEUED_BYTES + dropped
+    handed = []
+
+    def spy(channel, message, id):
+        handed.append(message)
+
+    # Without compression, which would shrink the plug (and the rest) to nothing.
+    async with serve(hub_handler(hub, outbox_size=outbox_size), compression=None) as server:
+        slow = await stalled_subscriber(server, hub, "firehose", spy)
+        try:
+            for message in messages:
+                await hub.publish("firehose", message)
+            # Handed to the handler, which decided on each as it came: nothing to wait for.
+            await eventually(lambda: len(handed) == 1 + len(messages), "every delivery")
+            if dropped:
+                await eventually(lambda: hub.subscribers("firehose") == 1, "the spy alone")
+            slow.transport.resume_reading()
+            assert await receive(slow) == {"channel": "firehose", "message": PLUG}
+            if dropped:
+                assert await closed_with(slow) == 1008
+                assert slow.close_reason.startswith("too slow:") and limit in slow.close_reason
+            else:
+                for message in messages:  # every one, in order: none was lost
+                    assert await receive(slow) == {"channel": "firehose", "message": message}
+                await hub.publish("firehose", "and after")
+                assert await receive(slow) == {"channel": "firehose", "message": "and after"}
+                assert hub.subscribers("firehose") == 2
+        finally:
+            await slow.close()
+            await hub.unsubscribe("firehose", spy)
+        await still_served(server)
+    assert server.errors == []
+
+
+async def test_a_message_bigger_than_the_byte_limit_reaches_a_client_that_reads(hub):
+    async with serve(hub_handler(hub, outbox_bytes=1000)) as server:
+        async with connect(server) as websocket:
+            await subscribe(websocket, "big")
+            await hub.publish("big", "x" * 5000)  # alone in the outbox: taken
+            assert await receive(websocket) == {"channel": "big", "message": "x" * 5000}
+            await hub.publish("big", "small")
+            assert await receive(websocket) == {"channel": "big", "message": "small"}
+    assert server.errors == []
+
+
 async def test_a_binary_frame_closes_with_1003(server, hub):
     async with connect(server) as websocket:
         await subscribe(websocket, "news")
@@ -280,13 +458,26 @@ def requests():
     value = st.one_of(
         st.sampled_from(ACTIONS),
         st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True),
+        st.from_regex(r"[0-9]{1,20}-[0-9]{1,20}", fullmatch=True),  # a since, maybe
         st.text(max_size=80),
         st.integers(),
         st.none(),
         st.lists(st.integers(), max_size=2),
     )
-    keys = st.sampled_from(["action", "channel", "message", "extra"])
+    keys = st.sampled_from(["action", "channel", "message", "since", "extra"])
     return st.dictionaries(keys, value, max_size=4).map(json.dumps)
+
+
+def unparsable():
+    """What json.loads cannot take, alone or as a request's value: arrays opened deeper than
+    it recurses (about 1000 levels; hypothesis lets tests recurse some 1000 more), numbers
+    with more digits than int() converts (4300)."""
+    start = st.sampled_from(
+        ["", '{"action": ', '{"action": "publish", "channel": "c", "message": ']
+    )
+    deep = st.integers(990, 60_000).map(lambda depth: "[" * depth)
+    huge = st.integers(4_301, 60_000).map(lambda digits: "9" * digits)
+    return st.builds(operator.add, start, deep | huge)
 
 
 @settings(
@@ -298,29 +489,32 @@ def requests():
 @given(
     frames=st.lists(
         # Under max_size: what is bigger gets 1009, as test_a_message_over_max_size... shows.
-        st.one_of(st.text(max_size=200), json_values(), requests()).filter(
-            lambda frame: len(frame.encode()) < MAX_SIZE
+        st.one_of(st.text(max_size=200), json_values(), requests(), unparsable()).filter(
+            lambda frame: len(frame.encode()) < MAX_MESSAGE_SIZE
         ),
         max_size=4,
     )
 )
-async def test_arbitrary_text_frames_get_answers_and_harm_nobody(server, hub, frames):
+async def test_arbitrary_text_frames_get_answers_and_harm_nobody(hub, frames):
+    # A server of its own, roomier than the fixture's: what json.loads cannot take is longer.
     async with asyncio.timeout(2 * BOUND):  # no hang
-        async with connect(server) as bystander, connect(server) as fuzzer:
-            await subscribe(bystander, "bystander")
-            for frame in frames:
-                await fuzzer.send(frame)
-            # Fewer frames than max_errors: the connection stays open, and answers
-            # everything up to a last request of ours, in order.
-            await send(fuzzer, action="subscribe", channel="the-end")
-            delivery = {"channel", "message", "id"} if hub.history else {"channel", "message"}
-            while (reply := await receive(fuzzer)) != {"subscribed": "the-end"}:
-                assert set(reply) in ({"error"}, {"subscribed"}, {"unsubscribed"}, delivery), reply
-            await send(fuzzer, action="publish", channel="bystander", message="still there?")
-            reply = await receive(bystander)
-            assert set(reply) == delivery
-            assert (reply["channel"], reply["message"]) == ("bystander", "still there?")
-        await eventually(lambda: hub.channels == set())
+        async with serve(hub_handler(hub), name="fuzzed", max_size=MAX_MESSAGE_SIZE) as server:
+            async with connect(server) as bystander, connect(server) as fuzzer:
+                await subscribe(bystander, "bystander")
+                for frame in frames:
+                    await fuzzer.send(frame)
+                # Fewer frames than max_errors: the connection stays open, and answers
+                # everything up to a last request of ours, in order.
+                await send(fuzzer, action="subscribe", channel="the-end")
+                delivery = {"channel", "message", "id"} if hub.history else {"channel", "message"}
+                while (reply := await receive(fuzzer)) != {"subscribed": "the-end"}:
+                    answers = ({"error"}, {"subscribed"}, {"unsubscribed"}, delivery)
+                    assert set(reply) in answers, reply
+                await send(fuzzer, action="publish", channel="bystander", message="still there?")
+                reply = await receive(bystander)
+                assert set(reply) == delivery
+                assert (reply["channel"], reply["message"]) == ("bystander", "still there?")
+            await eventually(lambda: hub.channels == set())
     assert server.errors == []
 
 

@@ -1,6 +1,7 @@
 """The Redis Streams hub: ids, catching up with "since", and Redis going away."""
 
 import asyncio
+import json
 from urllib.parse import urlsplit
 
 import pytest
@@ -11,8 +12,8 @@ from wspatterns.pubsub import HubUnavailable, hub_handler
 from wspatterns.pubsub.redis_server import start_redis, start_redis_blocking
 from wspatterns.pubsub.streams import PREFIX, StreamHub, parse_id
 
-# Two tests of test_pubsub run here too, on this module's server: a StreamHub's.
-from .test_pubsub import receive, send
+# Two tests of test_pubsub run here too, on this module's server and hub: a StreamHub's.
+from .test_pubsub import closed_with, receive, send
 from .test_pubsub import (
     test_an_invalid_since_gets_a_clear_error as test_an_invalid_since_is_still_refused,  # noqa: F401
 )
@@ -218,6 +219,28 @@ async def test_a_since_older_than_the_stream_gets_what_the_stream_kept(redis_ser
             await subscribe(websocket, "news", since="0-1")
             got = messages(await deliveries(websocket, kept))
         assert got == [str(number) for number in range(301 - kept, 301)]
+
+
+@pytest.mark.parametrize("short", [0, 1], ids=["at the limit", "one byte short"])
+async def test_a_replay_may_fill_what_may_wait_for_a_client_and_not_one_byte_more(hub, spy, short):
+    """The replay waits for the subscribe's answer, and counts in outbox_bytes as it comes."""
+    await publish(hub, "news", *(f"{number:02} " + "x" * 1000 for number in range(20)))
+    replayed = [
+        {"channel": "news", "message": fields["message"], "id": id}
+        for id, fields in await spy.xrange(PREFIX + "news")
+    ]
+    limit = sum(len(json.dumps(delivery)) for delivery in replayed) - short
+    async with serve(hub_handler(hub, outbox_bytes=limit)) as server:
+        async with connect(server) as websocket:
+            await send(websocket, action="subscribe", channel="news", since="0-0")
+            if short:
+                assert await closed_with(websocket) == 1008
+                assert f"over {limit} bytes" in websocket.close_reason
+            else:
+                assert await receive(websocket) == {"subscribed": "news"}
+                assert await deliveries(websocket, 20) == replayed
+        await eventually(lambda: hub.channels == set())
+    assert server.errors == []
 
 
 @pytest.mark.parametrize("since", ["99999999999999-0", "99999999999999999999-99999999999999999999"])

@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from ..errors import BadRequest, HubUnavailable
 from .hub import Deliver, Hub, MemoryHub
-from .protocol import ACTIONS, MAX_MESSAGE_SIZE, Request, hub_handler, parse_request
+from .protocol import (
+    ACTIONS,
+    MAX_MESSAGE_SIZE,
+    MAX_QUEUED_BYTES,
+    MAX_SUBSCRIPTIONS,
+    Request,
+    hub_handler,
+    parse_request,
+)
 from .redis_hub import REDIS_DOWN, RedisHub
 from .redis_server import (
     URL_VARIABLE,
@@ -33,6 +41,8 @@ from .workers import Workers, start_workers
 __all__ = [
     "ACTIONS",
     "MAX_MESSAGE_SIZE",
+    "MAX_QUEUED_BYTES",
+    "MAX_SUBSCRIPTIONS",
     "REDIS_DOWN",
     "URL_VARIABLE",
     "BadRequest",

@@ -30,9 +30,15 @@ harmless. A channel name is 1 to 64 characters of ASCII letters, digits and
 
 What goes wrong, and what the server does; everybody else is served as before:
 
-* malformed JSON, something other than an object, an unknown action, a
-  missing or invalid channel, a message that is not a string: the server
-  answers ``{"error": "what was wrong and how to fix it"}`` and keeps serving;
+* malformed JSON (arrays or objects nested deeper than Python's parser
+  recurses, numbers of more than 4300 digits among it), something other than
+  an object, an unknown action, a missing or invalid channel, a message that
+  is not a string: the server answers ``{"error": "what was wrong and how to
+  fix it"}`` and keeps serving;
+* a subscribe that would give one connection more than ``max_subscriptions``
+  channels (:data:`MAX_SUBSCRIPTIONS`, 100): ``{"error": ...}``, and the
+  subscriptions it has stay; unsubscribe from one first. Subscribing again to
+  a channel it has is not one more;
 * ``max_errors`` such mistakes on one connection: closed with 1008 (policy violation);
 * a binary frame: closed with 1003 (unsupported data);
 * a message larger than the server's ``max_size``: websockets itself closes
@@ -44,9 +50,13 @@ What goes wrong, and what the server does; everybody else is served as before:
 * a hub whose URL lacks the Redis's password, or has a wrong one: each publish
   and subscribe gets ``{"error": ...}`` saying that Redis refused the password
   and which URL carries it;
-* a client that does not read what it is sent, until ``outbox_size``
-  messages wait for it: unsubscribed from everything at once, then closed
-  with 1008, so it cannot hold up the hub or fill the server's memory.
+* a client that does not read what it is sent: up to ``outbox_size``
+  messages (1000) may wait for it, ``outbox_bytes`` bytes of them at most
+  (:data:`MAX_QUEUED_BYTES`, 1 MiB; a message that finds nothing waiting is
+  taken however big). The message that would make one more, or one byte more,
+  unsubscribes it from everything at once, then it is closed with 1008, so it
+  cannot hold up the hub or fill the server's memory. A replay counts as it
+  comes, before the answer to its subscribe.
 
 When a client leaves, however it leaves, its subscriptions are removed.
 """
@@ -57,6 +67,7 @@ import asyncio
 import contextlib
 import json
 import re
+import sys
 from typing import Any, NamedTuple
 
 from websockets.asyncio.server import ServerConnection
@@ -69,6 +80,14 @@ from .hub import Hub
 
 #: A ``max_size`` for servers of :func:`hub_handler`: 64 KiB per message.
 MAX_MESSAGE_SIZE = 64 * 1024
+
+#: How many channels one connection may be subscribed to at once: far more than a lesson
+#: needs, and some 150 kB of the server's memory at most (10,000 took 14 MB).
+MAX_SUBSCRIPTIONS = 100
+
+#: How many bytes of messages may wait for one client that does not read them (the
+#: default ``outbox_bytes``): 16 of MAX_MESSAGE_SIZE; 1000 of those would be 64 MB.
+MAX_QUEUED_BYTES = 1024 * 1024
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # A Redis stream entry id, like 1700000000000-0.
@@ -91,23 +110,30 @@ def parse_request(text: str) -> Request:
         request = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON ({exc}); send an object like {_EXAMPLE}") from None
+    except RecursionError:
+        raise BadRequest(f"JSON nested too deep to read; send an object like {_EXAMPLE}") from None
+    except ValueError:  # what int() raises for a number longer than it converts
+        raise BadRequest(
+            f"a number too long to read (more than {sys.get_int_max_str_digits()} digits); "
+            f"send an object like {_EXAMPLE}"
+        ) from None
     if not isinstance(request, dict):
         raise BadRequest(f"expected a JSON object like {_EXAMPLE}, got {type(request).__name__}")
     action = request.get("action")
     if action not in ACTIONS:
-        raise BadRequest(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+        raise BadRequest(f"unknown action {_shown(action)}: use one of {', '.join(ACTIONS)}")
     channel = request.get("channel")
     if channel is None:
         raise BadRequest(f"{action} needs a channel, like {_EXAMPLE}")
     if not isinstance(channel, str) or not CHANNEL_NAME.fullmatch(channel):
         raise BadRequest(
-            f"invalid channel {channel!r}: 1 to 64 letters, digits and -_.: (like 'news')"
+            f"invalid channel {_shown(channel)}: 1 to 64 letters, digits and -_.: (like 'news')"
         )
     if action == "subscribe":
         since = request.get("since")
         if since is not None and not (isinstance(since, str) and MESSAGE_ID.fullmatch(since)):
             raise BadRequest(
-                f'invalid "since" {since!r}: the "id" of a message you received, '
+                f'invalid "since" {_shown(since)}: the "id" of a message you received, '
                 'like "1700000000000-0"'
             )
         return Request(action, channel, since=since)
@@ -115,13 +141,22 @@ def parse_request(text: str) -> Request:
         return Request(action, channel)
     message = request.get("message")
     if not isinstance(message, str):
-        raise BadRequest(f'publish needs a "message" that is a string, got {message!r}')
+        raise BadRequest(f'publish needs a "message" that is a string, got {_shown(message)}')
     if not _is_unicode(message):  # JSON can spell half of a surrogate pair: "\\ud800"
         raise BadRequest("the message is not valid Unicode (a lone surrogate?)")
     return Request(action, channel, message)
 
 
 _EXAMPLE = '{"action": "subscribe", "channel": "news"}'
+
+
+def _shown(value: object) -> str:
+    """``value`` as an error may show it: short, and an array or object by its kind alone
+    (its repr could be as long as the frame, or nested too deep to write)."""
+    if isinstance(value, list | dict):
+        return "an array" if isinstance(value, list) else "an object"
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _is_unicode(text: str) -> bool:
@@ -132,11 +167,19 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> Handler:
+def hub_handler(
+    hub: Hub,
+    *,
+    max_errors: int = 10,
+    outbox_size: int = 1000,
+    outbox_bytes: int = MAX_QUEUED_BYTES,
+    max_subscriptions: int = MAX_SUBSCRIPTIONS,
+) -> Handler:
     """A handler that lets its clients subscribe and publish on ``hub`` (protocol: module docs).
 
-    A connection is closed with 1008 after ``max_errors`` bad messages, or when
-    ``outbox_size`` messages are waiting for it to read them.
+    A connection is closed with 1008 after ``max_errors`` bad messages, or when more than
+    ``outbox_size`` messages or ``outbox_bytes`` bytes would wait for it to read them. It
+    may be subscribed to ``max_subscriptions`` channels at once.
     """
 
     async def pubsub_handler(websocket: ServerConnection) -> None:
@@ -144,26 +187,38 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
         subscribed: set[str] = set()
         dropping: asyncio.Task[None] | None = None
         held: list[str] | None = None  # while a subscribe is under way: what arrives meanwhile
+        waiting = 0  # bytes in the outbox and held: what waits for the client to read it
 
         def deliver(channel: str, message: str, id: str | None) -> None:
             delivery = {"channel": channel, "message": message}
             if id is not None:
                 delivery["id"] = id
+            text = json.dumps(delivery)  # ASCII: as many bytes as characters
+            if not admitted(text):
+                return
             if held is not None:
-                held.append(json.dumps(delivery))
+                held.append(text)
             else:
-                queue(json.dumps(delivery))
-
-        def queue(text: str) -> None:
-            nonlocal dropping
-            if outbox.qsize() < outbox_size:
                 outbox.put_nowait(text)
-            elif dropping is None:
-                dropping = asyncio.create_task(drop_slow_client())
 
-        async def drop_slow_client() -> None:
+        def admitted(text: str) -> bool:
+            """Whether ``text`` may wait for the client; if not, the client is dropped."""
+            nonlocal dropping, waiting
+            if dropping is not None:
+                return False  # on its way out: nothing more for it
+            count = outbox.qsize() + len(held or ())
+            if count >= outbox_size:
+                reason = f"too slow: {outbox_size} messages were waiting"
+            elif count and waiting + len(text) > outbox_bytes:
+                reason = f"too slow: over {outbox_bytes} bytes would be waiting"
+            else:
+                waiting += len(text)
+                return True
+            dropping = asyncio.create_task(drop_slow_client(reason))
+            return False
+
+        async def drop_slow_client(reason: str) -> None:
             await leave()  # first, so that nothing more piles up for it
-            reason = f"too slow: {outbox_size} messages were waiting"
             await websocket.close(CloseCode.POLICY_VIOLATION, reason)
 
         async def leave() -> None:
@@ -171,8 +226,11 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
                 await hub.unsubscribe(subscribed.pop(), deliver)
 
         async def send_outbox() -> None:
+            nonlocal waiting
             while True:
-                await websocket.send(await outbox.get())
+                text = await outbox.get()
+                waiting -= len(text)
+                await websocket.send(text)
 
         async def answer(reply: dict[str, Any]) -> None:
             await websocket.send(json.dumps(reply))
@@ -194,8 +252,8 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
                     await answer({"subscribed": channel})
                 finally:
                     held = None
-                    for text in meanwhile:
-                        queue(text)
+                    for text in meanwhile:  # admitted already, counted in waiting
+                        outbox.put_nowait(text)
             elif request.action == "unsubscribe":
                 subscribed.discard(channel)
                 await hub.unsubscribe(channel, deliver)
@@ -216,8 +274,17 @@ def hub_handler(hub: Hub, *, max_errors: int = 10, outbox_size: int = 1000) -> H
                     request = parse_request(frame)
                     if request.since is not None and not hub.history:
                         raise BadRequest(
-                            f'this server keeps no history ({type(hub).__name__}): '
+                            f"this server keeps no history ({type(hub).__name__}): "
                             'subscribe without "since"'
+                        )
+                    if (
+                        request.action == "subscribe"
+                        and request.channel not in subscribed
+                        and len(subscribed) >= max_subscriptions
+                    ):
+                        raise BadRequest(
+                            f"{max_subscriptions} subscriptions already, as many as a "
+                            "connection may have: unsubscribe from one first"
                         )
                 except BadRequest as exc:
                     errors += 1

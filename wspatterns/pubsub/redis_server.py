@@ -1,19 +1,26 @@
 """A private Redis for a lesson or a test: started by the kit, locked, gone with it.
 
 ``broker = await start_redis()`` runs a ``redis-server`` of its own on a free
-loopback port, without persistence, in a private temporary directory, and
-returns a :class:`RedisServer` whose ``url`` goes to ``redis.asyncio.from_url``.
-It is stopped by ``stop()``, by starting another under the same name, at the
-end of the interpreter, and, on Linux, by the operating system as soon as the
-process that started it dies (a kernel restart or a killed test run leaves no
-``redis-server`` behind).
+loopback port, without persistence, and returns a :class:`RedisServer` whose
+``url`` goes to ``redis.asyncio.from_url``. It is stopped by ``stop()``, by
+starting another under the same name, at the end of the interpreter, and, on
+Linux, by the operating system as soon as the process that started it dies (a
+kernel restart or a killed test run leaves no ``redis-server`` behind).
+
+Nor does it leave files: its configuration comes on its standard input, its log
+goes to a file that has no name, and the private directory it runs in is
+removed as soon as it answers, so that it could write nothing there if it
+tried. A process killed while its Redis was starting may leave that directory,
+empty, behind: the next start removes the directories of processes that are
+gone (and those older kits left, which held the secret).
 
 Any user of the machine can reach a loopback port, so the server is locked:
 it wants a password made for it alone, which ``url`` carries
 (``redis://:SECRET@127.0.0.1:PORT/0``) and nothing else shows: :func:`redacted`
 masks it, and the kit shows only that. The secret reaches ``redis-server``
-through a file only this user can read, and the kit's child processes through
-their environment, never a command line (anyone can list those). The commands
+through a pipe to its standard input, and the kit's child processes through
+their environment, never a command line (anyone can list those) nor a file (it
+would outlive a killed kernel). The commands
 that would let a client write files where it likes, load code, reach other
 servers or stop this one (``CONFIG``, ``SAVE``, ``MODULE``, ``REPLICAOF``, …:
 :data:`DISABLED`) are switched off.
@@ -35,12 +42,16 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psutil
 
 from ..runtime import lifecycle
 from ..runtime.processes import die_with_parent
@@ -85,6 +96,16 @@ _OLDEST = (5, 0)
 
 # How long to wait between two questions to a redis-server that is starting.
 _POLL = 0.02
+
+# The directory a redis-server of the kit runs in, in the temporary directory: this prefix,
+# the pid of the process that started it, then mkdtemp's eight random characters. Older
+# kits left the pid out, and kept the configuration, secret included, in a file there.
+_PREFIX = "wspatterns-redis-"
+_DIRECTORY = re.compile(re.escape(_PREFIX) + r"(?:(?P<owner>[0-9]+)-)?[a-z0-9_]{8}")
+
+# How old the directory of an older kit must be before it is taken for left behind (its
+# redis-server runs in it, once started; this is for one that was starting).
+_GRACE = 10 * 60
 
 
 def redacted(url: str) -> str:
@@ -135,9 +156,9 @@ class RedisServer:
 
     ``url`` is ``redis://:SECRET@127.0.0.1:PORT/0``: give it to ``redis.asyncio.from_url``,
     a hub or :func:`~wspatterns.workers.start_workers`, and show ``redacted(url)``, as
-    ``repr()`` does. ``stop()`` ends the process and removes its directory; ``kill()`` ends
-    it abruptly, as a crash would; ``await restart()`` starts it again on the same port
-    with the same secret, empty. None of them touches a Redis the kit did not start.
+    ``repr()`` does. ``stop()`` ends the process; ``kill()`` ends it abruptly, as a crash
+    would; ``await restart()`` starts it again on the same port with the same secret, empty.
+    None of them touches a Redis the kit did not start.
     """
 
     def __init__(
@@ -151,9 +172,10 @@ class RedisServer:
     ):
         self.url = url
         self.process = process
-        self.directory = directory
+        self.directory = directory  # the one it runs in, removed once it answers: see _spawn
         self.binary = binary  # None for a Redis the kit did not start
         self.name = name
+        self._log: IO[bytes] | None = None  # its stdout and stderr, in a file without a name
 
     @property
     def running(self) -> bool:
@@ -166,7 +188,7 @@ class RedisServer:
         return urlsplit(self.url).port or 6379  # redis-py's default, too
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s) and remove its files."""
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s)."""
         self._end(timeout)
         lifecycle.forget("redis", self.name, self)
 
@@ -201,7 +223,7 @@ class RedisServer:
         await self._wait(timeout)
 
     def _end(self, timeout: float = 5.0) -> None:
-        """End the process if it runs, and remove its directory."""
+        """End the process if it runs, and remove what is left of it."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -209,35 +231,46 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+        self._remove_directory()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _spawn(self) -> None:
+        """Start redis-server, its configuration on its stdin; :meth:`_wait` waits for it."""
+        assert self.binary is not None
+        config = self._config(_version(self.binary)).encode()
+        # It runs in a private directory (0700), removed once it answers: it could write
+        # nothing there if it tried. Named for this process, so that the next start can tell
+        # whether its owner is alive.
+        self.directory = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
+        self._log = tempfile.TemporaryFile()  # no name: gone with the last file descriptor
+        self.process = subprocess.Popen(
+            [self.binary, "-"],  # "-": the configuration on stdin, not a file nor argv
+            stdin=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
+        assert self.process.stdin is not None
+        # A few hundred bytes: the pipe takes them at once, whether redis-server reads or not.
+        with contextlib.suppress(BrokenPipeError):  # it died at once: _check_starting says why
+            with self.process.stdin as stdin:
+                stdin.write(config)
+
+    def _remove_directory(self) -> None:
+        """Remove the directory it runs in (empty: it writes nothing there)."""
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def _spawn(self) -> None:
-        """Write the configuration and start redis-server; :meth:`_wait` waits for it."""
-        assert self.binary is not None
-        self.directory = directory = tempfile.mkdtemp(prefix="wspatterns-redis-")  # mode 0700
-        config = Path(directory) / "redis.conf"
-        # Created 0600 from the start: the file holds the secret.
-        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(self._config(_version(self.binary)))
-        self.process = subprocess.Popen(
-            [self.binary, str(config)],  # the secret stays off the command line
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
-        )
-
     def _config(self, version: tuple[int, ...]) -> str:
-        directory = Path(self.directory or ".")
         lines = [
             f"port {self.port}",
             "bind 127.0.0.1",
             'save ""',
             "appendonly no",
-            f"dir {_quoted(str(directory))}",
-            f"logfile {_quoted(str(directory / 'redis.log'))}",
+            'logfile ""',  # stdout: the file without a name
             "daemonize no",
             f"requirepass {_quoted(urlsplit(self.url).password or '')}",
         ]
@@ -259,6 +292,7 @@ class RedisServer:
         except BaseException:
             self.stop()
             raise
+        self._remove_directory()  # it read its configuration: see _spawn
 
     def _wait_blocking(self, timeout: float) -> None:
         """:meth:`_wait`, for code that cannot await."""
@@ -270,12 +304,16 @@ class RedisServer:
         except BaseException:
             self.stop()
             raise
+        self._remove_directory()  # it read its configuration: see _spawn
 
     def _check_starting(self, deadline: float) -> None:
         """Raise RuntimeError, with the end of its log, if the server died or is too late."""
-        assert self.process is not None and self.directory is not None
-        if self.process.poll() is not None or time.monotonic() > deadline:
-            why = _tail(Path(self.directory) / "redis.log") or f"exit code {self.process.poll()}"
+        assert self.process is not None and self._log is not None
+        code = self.process.poll()
+        if code is not None or time.monotonic() > deadline:
+            said = _tail(self._log)
+            how = f"exit code {code}" if code is not None else "no answer in time"
+            why = f"{said} ({how})" if said else how
             raise RuntimeError(
                 f"redis-server ({self.binary}) did not start on port {self.port}: {why}"
             )
@@ -337,6 +375,7 @@ def _prepare(name: str, binary: str | None, port: int | None) -> RedisServer:
     existing = os.environ.get("WSPATTERNS_REDIS_URL")
     if not existing:
         binary = binary or find_redis_server()  # before retiring anything: it may raise
+        _remove_left_behind()
     lifecycle.retire_now("redis", name, f"a newer start_redis(name={name!r}) replaced it")
     if existing:
         server = RedisServer(existing, None, None, name=name)
@@ -346,6 +385,35 @@ def _prepare(name: str, binary: str | None, port: int | None) -> RedisServer:
         server = RedisServer(url, None, None, binary=binary, name=name)
     lifecycle.add("redis", name, server)
     return server
+
+
+def _remove_left_behind() -> list[str]:
+    """Remove what the kit's redis-servers of processes that are gone left in the temporary
+    directory (a process killed with SIGKILL cleans up nothing), this user's only; returns
+    the paths removed. The directories of a living process, or in use, stay."""
+    root = tempfile.gettempdir()
+    candidates = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            found = _DIRECTORY.fullmatch(entry.name)
+            with contextlib.suppress(OSError):
+                facts = entry.stat(follow_symlinks=False)
+                if found and stat.S_ISDIR(facts.st_mode) and facts.st_uid == os.getuid():
+                    candidates.append((entry.path, found["owner"], facts.st_mtime))
+    in_use = set()  # the working directories of this user's processes
+    if any(owner is None for _, owner, _ in candidates):
+        in_use = {process.info["cwd"] for process in psutil.process_iter(["cwd"])}
+    removed = []
+    for path, owner, modified in candidates:
+        if owner is not None:
+            gone = not psutil.pid_exists(int(owner))
+        else:  # an older kit's: its redis-server runs in it, unless it is gone
+            in_it = os.path.realpath(path) in in_use
+            gone = not in_it and time.time() - modified > _GRACE
+        if gone:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 @functools.lru_cache
@@ -409,8 +477,11 @@ def _answers_blocking(port: int, hello: bytes) -> bool:
         return False
 
 
-def _tail(log: Path) -> str:
+def _tail(log: IO[bytes]) -> str:
+    """The last line of ``log`` (redis-server writes it; the position is shared: read aside)."""
     with contextlib.suppress(OSError):
-        lines = log.read_text(errors="replace").strip().splitlines()
+        end = os.fstat(log.fileno()).st_size
+        text = os.pread(log.fileno(), 4096, max(0, end - 4096)).decode(errors="replace")
+        lines = text.strip().splitlines()
         return lines[-1] if lines else ""
     return ""

@@ -31,8 +31,9 @@ Limits, each a choice:
 * A ``since`` newer than anything in the stream gets the new messages only.
 * The kit's Redis keeps nothing on disk: after it restarts, the streams start empty.
 * The replay reaches the client through the same ``deliver`` as live messages:
-  :func:`~wspatterns.pubsub.hub_handler` drops a client that has more than
-  ``outbox_size`` messages waiting, so a replay longer than that drops it.
+  :func:`~wspatterns.pubsub.hub_handler` drops a client for which more than
+  ``outbox_size`` messages (1000) or ``outbox_bytes`` bytes (1 MiB) would wait, so a
+  replay longer than that drops it, as soon as it goes over.
 * Subscribing again to a channel one is subscribed to replays nothing.
 """
 

@@ -6,7 +6,10 @@
 * for scale, the same memory measured for plain tuples of the same fields, kept in a
   deque without a recorder: the least a record of that shape can weigh in Python;
 * memory the flow keeps per delivery of a broadcast() (300 clients, 40 broadcasts),
-  and how many broadcasts to 1000 clients a full flow holds.
+  and how many broadcasts to 1000 clients a full flow holds;
+* memory a full flow keeps per connection that came and went (it should keep none
+  once the connection's events are dropped), through the recorders and through
+  plain websockets clients connecting to a kit server.
 
 Events are recorded through the kit's real recorders (the extension every kit
 connection puts first), without a network, so that nothing but the recorder is measured.
@@ -32,7 +35,7 @@ from collections import deque
 import psutil
 from websockets.asyncio.client import connect as plain_connect
 from websockets.asyncio.server import broadcast
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 
 import wspatterns.flow
 from wspatterns import Flow, serve
@@ -113,6 +116,74 @@ def sequence_seconds(events: int) -> float:
         flow.sequence()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+# Connections that come and go
+
+
+def short_connection(flow: Flow, number: int) -> None:
+    """Record a short connection at both ends, as a kit server and client sharing ``flow``
+    would: open, one message each way, the closing handshake, the end (12 events)."""
+    ends = [flow.end(number, "server", f"client-{number}", at) for at in ("client", "server")]
+    client, server = ends
+    close = Close(1000, "").serialize()
+    for end in ends:
+        end.add("open", detail="/")
+    client.decode(server.encode(Frame(Opcode.TEXT, b"hi")))
+    server.decode(client.encode(Frame(Opcode.TEXT, b"hi")))
+    server.decode(client.encode(Frame(Opcode.CLOSE, close)))
+    client.decode(server.encode(Frame(Opcode.CLOSE, close)))
+    for end in ends:
+        end.add("end", "client", code=1000)
+
+
+def growth_per_connection(cap: int, connections: int) -> list[int]:
+    """What the flow's own modules hold more, traced, after each tenth of ``connections``
+    short ones through a flow of ``cap`` already full of them."""
+    flow = Flow(cap=cap)
+    for number in range(1, cap + 1):
+        short_connection(flow, number)
+    gc.collect()
+    tracemalloc.start()
+    before, grown = kept_by_the_flow(), []
+    for number in range(cap + 1, cap + connections + 1):
+        short_connection(flow, number)
+        if (number - cap) % (connections // 10) == 0:
+            grown.append(kept_by_the_flow() - before)
+    tracemalloc.stop()
+    return grown
+
+
+async def growth_per_plain_connection(cap: int, connections: int) -> list[int]:
+    """The same for ``connections`` plain websockets clients in turn, each sending one
+    message to a kit echo server and leaving, measured after each tenth of them."""
+
+    async def echo(websocket) -> None:
+        async for message in websocket:
+            await websocket.send(message)
+
+    flow = Flow(cap=cap)
+    server = await serve(echo, flow=flow)
+
+    async def one() -> None:
+        async with plain_connect(server.url, proxy=None) as websocket:
+            await websocket.send("hi")
+            await websocket.recv()
+
+    for _ in range(cap):  # six events each at the server: past the cap
+        await one()
+    gc.collect()
+    tracemalloc.start()
+    before, grown = kept_by_the_flow(), []
+    for number in range(1, connections + 1):
+        await one()
+        if number % (connections // 10) == 0:
+            await asyncio.sleep(0.05)  # the last one's end recorded
+            gc.collect()
+            grown.append(kept_by_the_flow() - before)
+    tracemalloc.stop()
+    await server.stop()
+    return grown
 
 
 # Broadcasts
@@ -214,6 +285,19 @@ def main(events: int) -> None:
           f"{kept * scale / 1e6:.1f} MB (measured at cap {cap:,}: {held}, scaled to "
           f"{wspatterns.flow.CAP:,}); {times:.0f}× the {before:.0f} it held with one event "
           f"per delivery (goal: >= 10×: {goal(times >= 10)})")  # fmt: skip
+    connections = 100_000
+    grown = growth_per_connection(1_000, connections)
+    print(f"{connections:,} short connections through a full flow of 1,000 events, the flow's "
+          f"memory after each tenth: {', '.join(f'{size / 1e3:+,.0f}' for size in grown)} kB: "
+          f"{grown[-1] / connections:,.1f} B per connection (goal: flat, < 1 MB after all: "
+          f"{goal(max(grown) < 1e6)})")  # fmt: skip
+    connections = 2_000
+    grown = asyncio.run(growth_per_plain_connection(100, connections))
+    print(f"{connections:,} plain websockets clients in turn to a kit server whose flow of 100 "
+          f"events is full, the flow's memory after each tenth: "
+          f"{', '.join(f'{size / 1e3:+,.0f}' for size in grown)} kB: "
+          f"{grown[-1] / connections:,.1f} B per connection (goal: flat, < 1 MB after all: "
+          f"{goal(max(grown) < 1e6)})")  # fmt: skip
 
 
 if __name__ == "__main__":

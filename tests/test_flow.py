@@ -1,12 +1,19 @@
 import asyncio
 import base64
+import contextlib
+import gc
 import hashlib
+import os
+import tracemalloc
 
 import pytest
 from websockets.asyncio.client import connect as raw_connect
 from websockets.asyncio.server import broadcast
-from websockets.frames import Frame, Opcode
+from websockets.asyncio.server import serve as raw_serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.frames import Close, Frame, Opcode
 
+import wspatterns.flow
 from wspatterns import Flow, connect, serve, serve_in_thread
 from wspatterns.flow import FANOUT, Broadcast, merge
 from wspatterns.patterns import registration
@@ -156,6 +163,92 @@ async def test_a_client_the_kit_did_not_make_is_recorded_by_the_server():
     assert {e.client for e in server.flow.events} == {"client-1"}
 
 
+# A text frame that is not UTF-8
+
+
+async def quiet_echo(websocket):
+    """The echo handler, ending quietly however its connection ends."""
+    try:
+        async for message in websocket:
+            await websocket.send(message)
+    except ConnectionClosed:
+        pass
+
+
+def received_by(flow: Flow, at: str) -> list[bytes]:
+    """The head of each message the ``at`` end recorded receiving."""
+    return [e.head for e in flow.events if e.kind == "message" and e.at == at != e.sender]
+
+
+async def test_invalid_utf8_is_recorded_as_a_close_with_1007_not_as_a_message():
+    server = await serve(quiet_echo)
+    async with connect(server) as websocket:
+        await websocket.send("good")
+        assert await websocket.recv() == "good"
+        await websocket.send(b"\xff\xfe not UTF-8", text=True)  # websockets sends it unchecked
+        await websocket.send("after")  # here before the server reads the invalid one
+        with pytest.raises(ConnectionClosedError) as closed:
+            await websocket.recv()
+    assert closed.value.rcvd.code == 1007
+    await ended(server.flow)
+    flow = server.flow
+    assert received_by(flow, "server") == [b"good"]  # websockets delivers nothing past it
+    assert flow.server_end(1).received == 1
+    [close] = [e for e in flow.events if e.kind == "close" and e.at == e.sender == "server"]
+    assert (close.code, close.detail) == (1007, "invalid start byte at position 0")
+    sent = [e.head for e in flow.events if e.kind == "message" and e.at == e.sender == "client"]
+    assert sent == [b"good", b"\xff\xfe not UTF-8", b"after"]  # what the client did send
+    stats = flow.stats().loc[1]
+    assert stats["latency pairs"] == 2  # "good", each way: nothing else was received
+    assert stats["client→server"] == 3  # as the client counted what it sent
+    assert flow.dropped == 0 and len(flow) == flow.recorded
+    every_view(flow)
+
+
+async def test_invalid_utf8_from_a_plain_client_is_no_message_either():
+    server = await serve(quiet_echo)
+    async with raw_connect(server.url, proxy=None) as websocket:
+        await websocket.send(b"caf\xe9", text=True)  # latin-1, not UTF-8
+        with pytest.raises(ConnectionClosedError):
+            await websocket.recv()
+    await ended(server.flow)
+    assert received_by(server.flow, "server") == []
+    assert [(e.kind, e.sender, e.code) for e in server.flow.events if e.kind == "close"][0] == (
+        "close", "server", 1007
+    )  # fmt: skip
+
+
+async def test_invalid_utf8_a_kit_client_receives_is_no_message():
+    async def sends_latin1(websocket):
+        await websocket.send(b"caf\xe9", text=True)
+        await websocket.wait_closed()
+
+    async with raw_serve(sends_latin1, "127.0.0.1", 0) as plain:
+        port = plain.sockets[0].getsockname()[1]
+        flow = Flow()
+        async with connect(f"ws://127.0.0.1:{port}/", flow=flow) as websocket:
+            with pytest.raises(ConnectionClosedError):
+                await websocket.recv()
+        await ended(flow)
+    assert received_by(flow, "client") == []
+    [close] = [e for e in flow.events if e.kind == "close" and e.sender == "client"]
+    assert close.code == 1007
+
+
+async def test_a_handler_closing_with_1007_itself_keeps_the_message_it_read():
+    async def wants_json(websocket):
+        await websocket.recv()
+        await websocket.close(1007, "not JSON")
+
+    server = await serve(wants_json)
+    async with connect(server) as websocket:
+        await websocket.send("{oops")
+        await websocket.wait_closed()
+    await ended(server.flow)
+    assert received_by(server.flow, "server") == [b"{oops"]
+    assert server.flow.stats().loc[1]["latency pairs"] == 1
+
+
 async def test_handler_errors_and_lost_connections_are_recorded(capsys):
     server = await crashed_server(ValueError("bad input"))
     [error] = [e for e in server.flow.events if e.kind == "error"]
@@ -249,6 +342,147 @@ class _Fake:
 
     def send(self, text: str) -> None:
         self.recorder.encode(Frame(Opcode.TEXT, text.encode()))
+
+
+# Connections that come and go: the cap bounds them too
+
+
+def flow_bytes() -> int:
+    """Bytes traced now that the flow's own modules allocated and still hold."""
+    where = os.path.join(os.path.dirname(wspatterns.flow.__file__), "*")
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, where)])
+    return sum(stat.size for stat in snapshot.statistics("filename"))
+
+
+@contextlib.contextmanager
+def tracing():
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        yield
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def short_connection(flow: Flow, number: int) -> list:
+    """Record one short connection at both ends through the recorder API, as a kit
+    server and a kit client sharing ``flow`` would: open, "hi" each way, the closing
+    handshake, the end. Six events at each end; returns the two ends."""
+    ends = [flow.end(number, "server", f"client-{number}", at) for at in ("client", "server")]
+    client, server = ends
+    close = Close(1000, "").serialize()
+    for end in ends:
+        end.add("open", detail="/")
+    client.decode(server.encode(Frame(Opcode.TEXT, b"hi")))
+    server.decode(client.encode(Frame(Opcode.TEXT, b"hi")))
+    server.decode(client.encode(Frame(Opcode.CLOSE, close)))
+    client.decode(server.encode(Frame(Opcode.CLOSE, close)))
+    for end in ends:
+        end.add("end", "client", code=1000)
+    return ends
+
+
+def test_connections_that_come_and_go_do_not_grow_a_flow_past_its_cap():
+    # 20,000 connections through a flow of 1,000 events: once they are all dropped, an
+    # ended connection's ends leave the flow, their exact counts added up in `folded`.
+    flow = Flow(cap=1_000)
+    for number in range(1, 2_001):  # well past the cap
+        short_connection(flow, number)
+    with tracing():
+        before = flow_bytes()
+        for number in range(2_001, 20_001):
+            short_connection(flow, number)
+        grown = flow_bytes() - before
+    assert grown < 200_000, f"the flow grew by {grown:,} B over 18,000 connections"
+    kept = {end.who[0] for end in flow.totals}
+    assert len(kept) < 300  # those its 1,000 events still name, and a few not looked at yet
+    assert flow.folded.connections + len(kept) == 20_000
+    assert flow.folded.ends + len(flow.totals) == 40_000
+    assert flow.recorded == 12 * 20_000 and flow.dropped == flow.recorded - 1_000
+    assert flow.folded.sent + sum(end.sent for end in flow.totals) == 2 * 20_000
+    assert flow.folded.received + sum(end.received for end in flow.totals) == 2 * 20_000
+    # What the flow still holds reads as before: every event kept names a kept end.
+    assert {event.connection for event in flow.events} <= kept
+    stats = flow.stats()
+    assert set(stats.index) == kept
+    assert (stats["client→server"] == 1).all()
+    assert (stats["latency pairs"].iloc[1:] == 2).all()  # the oldest kept lost some events
+    every_view(flow)
+    assert "connections (" in repr(flow) and "more folded)" in repr(flow)
+
+
+def test_a_connection_is_not_folded_while_an_event_kept_names_it():
+    flow = Flow(cap=100)
+    first = short_connection(flow, 1)
+    for number in range(2, 200):
+        short_connection(flow, number)
+        if number < 9:  # 12 events each: the first's are kept until the ninth
+            assert all(end in flow.totals for end in first)
+    assert all(end not in flow.totals for end in first)
+    assert flow.folded.connections > 0
+
+
+def test_a_folded_end_that_records_again_is_back_with_its_counts():
+    # A handler's error after its connection ended, or broadcast() skipping a connection
+    # a set still holds: the end is in the flow again, its totals exact.
+    flow = Flow(cap=100)
+    ends = [short_connection(flow, number) for number in range(1, 200)]
+    client, server = ends[0]
+    assert server not in flow.totals
+    folded = (flow.folded.connections, flow.folded.sent, flow.recorded)
+    server.add("error", "server", detail="ValueError: too late")
+    server.skipped("closed", b"news", True)
+    assert server in flow.totals and flow.server_end(1) is server
+    assert (server.sent, server.received, server.others) == (1, 1, 6)
+    assert flow.recorded == folded[2] + 2 and flow.dropped == flow.recorded - len(flow)
+    assert flow.folded.sent == folded[1] - 1
+    assert flow.folded.connections == folded[0] - 1  # its client end stays folded
+    [error] = [event for event in flow.events if event.kind == "error"]
+    assert (error.connection, error.client) == (1, "client-1")
+    every_view(flow)
+
+
+def test_clear_and_merge_carry_what_was_folded():
+    flow = Flow(cap=100)
+    for number in range(1, 200):
+        short_connection(flow, number)
+    merged = merge(flow.export())
+    assert merged.recorded == flow.recorded and merged.dropped == merged.recorded - len(merged)
+    assert merged.folded.connections == flow.folded.connections > 0
+    flow.clear()
+    assert flow.recorded == flow.folded.connections == flow.folded.events == 0
+
+
+async def test_plain_clients_coming_and_going_do_not_grow_a_server_s_flow():
+    # A loop of connections from anyone on the machine: the server's flow keeps ~1 KB
+    # per connection no more once its events are dropped past the cap.
+    flow = Flow(cap=100)
+    server = await serve(echo, flow=flow)
+
+    async def one() -> None:
+        async with raw_connect(server.url, proxy=None) as websocket:
+            await websocket.send("hi")
+            assert await websocket.recv() == "hi"
+
+    for _ in range(200):  # past the cap
+        await one()
+    await eventually(lambda: flow.recorded == 6 * 200, "every connection to end")
+    gc.collect()
+    with tracing():
+        before = flow_bytes()
+        for _ in range(1_500):
+            await one()
+        await eventually(lambda: flow.recorded == 6 * 1_700, "every connection to end")
+        gc.collect()
+        grown = flow_bytes() - before
+    assert grown < 150_000, f"the flow grew by {grown:,} B over 1,500 connections"
+    kept = {end.who[0] for end in flow.totals}
+    assert flow.folded.connections + len(kept) == 1_700
+    assert flow.folded.received + sum(end.received for end in flow.totals) == 1_700
+    assert set(flow.stats().index) == kept
+    await server.stop()
 
 
 async def test_a_handshake_request_split_over_packets_is_still_recorded():

@@ -77,6 +77,21 @@ def closed_first_by_peer(protocol: Protocol) -> bool | None:
     return protocol.close_rcvd_then_sent
 
 
+def undecodable(connection: object) -> UnicodeDecodeError | None:
+    """The invalid UTF-8 that made websockets fail ``connection`` with 1007, if that is why.
+
+    Why: websockets' asyncio connection checks a text message's UTF-8 only when
+    ``recv()`` or ``recv_streaming()`` decodes it; then it sets
+    ``Connection.connection_exc`` to the ``UnicodeDecodeError`` and closes with
+    1007, a code a handler may also close with for its own reasons. Nothing public
+    tells the two apart, or which message it was: the error's ``object`` is the
+    data it could not decode (the whole message for ``recv()``, one frame's for
+    ``recv_streaming()``).
+    """
+    error = getattr(connection, "connection_exc", None)
+    return error if isinstance(error, UnicodeDecodeError) else None
+
+
 def handler_tasks(server: WebSocketsServer) -> set[asyncio.Task[None]]:
     """The tasks running the handlers of ``server`` (``Server.handler_tasks``)."""
     return set(server.handler_tasks)

@@ -6,6 +6,8 @@
   the :class:`Recorder` every kit connection carries;
 * :mod:`~wspatterns.flow.recording` — :class:`Recording`, what the kit's
   connections add to websockets';
+* :mod:`~wspatterns.flow.folding` — :class:`Folded`, connections a flow no longer
+  keeps, added up, so that its memory stays bounded by its cap;
 * :mod:`~wspatterns.flow.merging` — flows of several processes joined as one;
 * the views, one module each: :mod:`~wspatterns.flow.sequence`,
   :mod:`~wspatterns.flow.timeline`, :mod:`~wspatterns.flow.tables` (``table``
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .events import HEAD, Broadcast, Event, Kind, Side
+from .folding import Folded
 from .live import LiveView, live
 from .merging import exported, merge_into, merged_cap
 from .recorder import CAP, FANOUT, EventLog, Recorder
@@ -37,8 +40,11 @@ class Flow(EventLog):
 
     At most ``cap`` events are kept; past that the oldest are dropped and
     counted in ``dropped``. Per-connection totals (``totals``) stay exact
-    whatever is dropped. Share one flow between several servers and clients
-    by passing ``flow=`` to :func:`~wspatterns.serve` and :func:`~wspatterns.connect`.
+    whatever is dropped. A connection that is over and whose events were all
+    dropped leaves ``totals`` and ``stats()``: its counts are added up, exactly,
+    in ``folded``, so that connections coming and going cannot grow a flow past
+    what its cap allows. Share one flow between several servers and clients by
+    passing ``flow=`` to :func:`~wspatterns.serve` and :func:`~wspatterns.connect`.
     """
 
     def sequence(self, **options: Any) -> SequenceDiagram:
@@ -54,7 +60,9 @@ class Flow(EventLog):
         return table(self, **options)
 
     def stats(self) -> pandas.DataFrame:
-        """Per connection: messages and bytes each way, rate, and latency percentiles."""
+        """Per connection: messages and bytes each way, rate, and latency percentiles.
+
+        A row for each connection in ``totals``: those folded away are in ``folded``."""
         return stats(self)
 
     def live(self, **options: Any) -> LiveView:
@@ -84,6 +92,7 @@ __all__ = [
     "Event",
     "EventLog",
     "Flow",
+    "Folded",
     "Kind",
     "LiveView",
     "Recorder",

@@ -66,6 +66,8 @@ def merge_into(merged: EventLog, parts: list[dict[str, Any]]) -> None:
     }
     records: list[Record] = []
     for index, part in enumerate(parts):
+        if "folded" in part:  # ends folded there are folded here too
+            merged.folded.load(part["folded"])
         for connection, server, client, at, sent, received, others in part["ends"]:
             connection = number(index, connection)
             end = merged.end(connection, served_by.get(connection, server), client, at)

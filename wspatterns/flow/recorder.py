@@ -22,6 +22,9 @@ list: 8 bytes. No message index is stored, for any message: the views work
 it out from each end's exact counts. A connection ``broadcast()`` passes
 over (closing, or in the middle of a fragmented message) is recorded as
 skipped: see :class:`~wspatterns.flow.recording.Recording`.
+
+The recorders of connections that are over are let go once the cap has dropped
+their every event, their counts added up: see :mod:`~wspatterns.flow.folding`.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from websockets.extensions import Extension
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import ExtensionName
 
-from ..internals import inside_broadcast, put_extension_first
+from ..internals import inside_broadcast, put_extension_first, undecodable
 from .events import HEAD, Entry, Event, Kind, Meta, Record, Side, Who, expand, read, weight
+from .folding import Ends, Folded
 
 #: Events a flow keeps unless told otherwise; older ones are dropped and counted.
 #: A broadcast counts as one event for every :data:`FANOUT` connections it reached.
@@ -60,8 +64,11 @@ class EventLog:
     At most ``cap`` events are kept (a broadcast counts one for every
     :data:`FANOUT` connections it reached); past that the oldest are dropped
     and counted in ``dropped``. Per-connection totals (``totals``) stay exact
-    whatever is dropped. Share one flow between several servers and clients
-    by passing ``flow=`` to :func:`~wspatterns.serve` and :func:`~wspatterns.connect`.
+    whatever is dropped; a connection that is over and whose events were all
+    dropped is folded into ``folded``, exact totals of all such connections,
+    so that its memory, connections included, is bounded by its cap. Share one
+    flow between several servers and clients by passing ``flow=`` to
+    :func:`~wspatterns.serve` and :func:`~wspatterns.connect`.
     """
 
     def __init__(self, cap: int = CAP, *, token: str | None = None) -> None:
@@ -80,8 +87,7 @@ class EventLog:
         # latest broadcast, which weighs on the cap once the next one starts.
         self._tail: list[Any] = [None, None, None, None]
         self._connections = itertools.count(1) if token is None else itertools.count(-1, -1)
-        self._ends: list[Recorder] = []
-        self._servers: dict[int, Recorder] = {}  # server ends by connection number
+        self._ends: Ends[Recorder] = Ends(self._records)
         self._broadcasts = 0  # broadcast records made: until there is one, a record is an event
 
     @property
@@ -89,9 +95,11 @@ class EventLog:
         """What the flow keeps, oldest first: an :class:`Event` each, and one
         :class:`Broadcast` for all the deliveries of a broadcast, which makes it
         much lighter than :attr:`events` for a flow of big broadcasts."""
-        records = list(self._records)
-        ends = {end.who: end for end in self._ends}
-        return read(records, self.recorded - self._kept(records), ends)
+        with self._ends.lock:  # no end is folded between the two snapshots
+            records = list(self._records)
+            ends = list(self._ends)
+            recorded = sum(end.events for end in ends) + self.folded.events
+        return read(records, recorded - self._kept(records), {end.who: end for end in ends})
 
     @property
     def events(self) -> list[Event]:
@@ -107,8 +115,8 @@ class EventLog:
 
     @property
     def recorded(self) -> int:
-        """How many events were ever recorded, kept or not."""
-        return sum(end.events for end in self._ends)
+        """How many events were ever recorded, kept or not (folded connections' too)."""
+        return self._ends.events()
 
     @property
     def dropped(self) -> int:
@@ -117,8 +125,21 @@ class EventLog:
 
     @property
     def totals(self) -> list[Recorder]:
-        """Each end of each connection, with exact counts whatever was dropped."""
+        """Each end of each connection the flow holds, with exact counts whatever was dropped.
+
+        That is every end but those folded: an end whose connection is over and
+        whose every event was dropped past the cap leaves this list (and
+        :meth:`~wspatterns.Flow.stats`), its counts added up in :attr:`folded`
+        instead, so that connections coming and going do not grow the flow
+        without end. Until the cap drops a connection's last event, nothing changes.
+        """
         return list(self._ends)
+
+    @property
+    def folded(self) -> Folded:
+        """The connections no longer in :attr:`totals`, added up: how many, and their exact
+        counts (see :class:`~wspatterns.flow.folding.Folded`)."""
+        return self._ends.folded
 
     def __len__(self) -> int:
         """How many events are kept (each delivery of a broadcast counts)."""
@@ -131,18 +152,18 @@ class EventLog:
         return iter(self.events)
 
     def clear(self) -> None:
-        """Forget every event and total; connection numbers keep counting."""
-        self._records.clear()
-        self._tail[:] = [None, None, None, None]
-        for end in self._ends:
-            end.reset()
+        """Forget every event and total (``folded`` too); connection numbers keep counting."""
+        with self._ends.lock:
+            self._records.clear()
+            self._tail[:] = [None, None, None, None]
+            self._ends.clear()
 
     def new_connection(self) -> int:
         return next(self._connections)
 
     def server_end(self, connection: int) -> Recorder | None:
         """The recorder of the server end of ``connection``, if this flow has one."""
-        return self._servers.get(connection)
+        return self._ends.server(connection)
 
     def load(self, records: list[Record], next_connection: int) -> None:
         """Append raw records made by :meth:`Recorder` elsewhere (a merge); number on from there."""
@@ -152,27 +173,29 @@ class EventLog:
 
     def export(self) -> dict[str, Any]:
         """What this flow holds, as plain JSON-ready data, to merge in another process."""
+        with self._ends.lock:
+            ends = list(self._ends)
+            folded = self.folded.export()
         return {
             "token": self.token,
             "events": [_plain(entry) for entry in self.entries],
-            "ends": [[*end.who, end.sent, end.received, end.others] for end in self._ends],
+            "ends": [[*end.who, end.sent, end.received, end.others] for end in ends],
+            "folded": folded,
         }
 
     def end(self, connection: int, server: str, client: str, at: Side) -> Recorder:
         """A recorder for one end (``at``) of a connection, recording into this flow."""
         who: Who = (connection, server, client, at)
-        recorder: Recorder
-        if at == "server":
-            recorder = self._servers[connection] = ServerRecorder(self, who)
-        else:
-            recorder = Recorder(self, who)
-        self._ends.append(recorder)
+        recorder = ServerRecorder(self, who) if at == "server" else Recorder(self, who)
+        self._ends.add(recorder)
         return recorder
 
     def __repr__(self) -> str:
         connections = len({end.who[0] for end in self._ends})
+        folded = self.folded.connections
+        more = f" ({folded} more folded)" if folded else ""
         dropped = f", {self.dropped} dropped" if self.dropped else ""
-        return f"<Flow: {len(self)} events on {connections} connections{dropped}>"
+        return f"<Flow: {len(self)} events on {connections} connections{more}{dropped}>"
 
 
 def _plain(entry: Entry) -> list[Any] | dict[str, Any]:
@@ -225,6 +248,7 @@ class Recorder(Extension):
     __slots__ = (
         "sent", "_tail", "_joined", "_records", "received", "_out", "_in",
         "number", "flow", "who", "others", "partial", "installed", "us", "them", "connection",
+        "folded",
     )  # fmt: skip
 
     def __init__(self, flow: EventLog, who: Who) -> None:
@@ -233,10 +257,12 @@ class Recorder(Extension):
         self.number = who[0]
         self.reset()
         self.installed = False
+        self.folded: Folded | None = None  # what the flow folded it into, while it is folded
         self._records = flow._records
         self._tail = flow._tail
         self._joined: object = None  # the token of the latest broadcast that reached us
-        self.connection: weakref.ref[Watchful] | None = None  # a server's, to watch for skips
+        # Its connection: a server's watches for broadcast() skipping it.
+        self.connection: weakref.ref[Watchful] | None = None
         us: Side
         them: Side
         us, them = ("server", "client") if who[3] == "server" else ("client", "server")
@@ -300,9 +326,21 @@ class Recorder(Extension):
     def add(
         self, kind: Kind, sender: Side | None = None, code: int | None = None, detail: str = ""
     ) -> None:
-        """Record an event that is not a message: open, close, end or error."""
+        """Record an event that is not a message: open, close, end or error.
+
+        Once ``"end"`` is recorded, the flow may fold this end when its events
+        are all dropped past the cap (see :mod:`~wspatterns.flow.folding`)."""
+        if self.folded is not None:
+            self.flow._ends.unfold(self)
         self.others += 1
         self._records.append((_clock(), (kind, self.who, sender, None), code, detail))
+        if kind == "end":
+            self.flow._ends.over(self)
+
+    def gone(self) -> None:
+        """The connection is over without having opened (its handshake failed):
+        the flow may fold this end, which recorded nothing."""
+        self.flow._ends.over(self)
 
     def _saw(self, frame: Frame, sender: Side) -> None:
         """Record fragments (as one message, once whole) and close frames."""
@@ -327,14 +365,53 @@ class Recorder(Extension):
                 close = Close.parse(frame.data)
             except Exception:  # a malformed close frame is still worth showing
                 close = Close(1002, "malformed close frame")
+            if close.code == 1007 and sender == self.us:
+                self._undecodable()
             self.add("close", sender, code=close.code, detail=close.reason)
             self.leaving_open()
 
-    def leaving_open(self) -> None:
-        """The connection is about to be one ``broadcast()`` skips: a server's watches for it."""
+    def _undecodable(self) -> None:
+        """This end closes with 1007: if websockets found a text message it received not
+        UTF-8, it was no message, and nothing received after it will be delivered either.
+
+        websockets checks a message's UTF-8 only when the handler reads it, long after
+        this end recorded it as received; so its record goes now, with those of the
+        messages that arrived after it, and the count of messages received with them.
+        Where the whole message is not known (``recv_streaming()`` failed on one of its
+        frames), the records stay as they are."""
         connection = None if self.connection is None else self.connection()
-        if connection is not None:
-            connection.watch_for_skips()
+        error = None if connection is None else undecodable(connection)
+        if error is None:
+            return  # the handler closed with 1007 itself
+        data = error.object
+        size, head = len(data), bytes(data[:HEAD])
+        records = self._records
+        kept = list(records)
+        received = []  # positions of the messages this end received, the latest first
+        invalid = 0  # how many of them go: up to the earliest that is the invalid one
+        for position in range(len(kept) - 1, -1, -1):  # back to this end's opening
+            record = kept[position]
+            if record.__class__ is not tuple or record[1][1] is not self.who:
+                continue
+            kind, _, sender, type_ = record[1]
+            if kind == "open":
+                break
+            if kind == "message" and sender == self.them:
+                received.append(position)
+                if type_ == "text" and record[2] == size and record[3] == head:
+                    invalid = len(received)
+        gone = received[:invalid]
+        for position in reversed(gone):  # the earliest first: the later keep their place
+            place = position - len(kept)  # from the right, where records are appended
+            if records[place] is kept[position]:
+                del records[place]
+            else:  # appended to from another thread meanwhile
+                records.remove(kept[position])
+        self.received -= len(gone)
+
+    def leaving_open(self) -> None:
+        """The connection is about to be one ``broadcast()`` skips: a server's watches for it
+        (:class:`ServerRecorder`); a client's has nothing to do."""
 
     def message(self, sender: Side, text: str) -> None:
         """Record a whole text message that crossed no WebSocket (a hub's words with Redis)."""
@@ -342,6 +419,8 @@ class Recorder(Extension):
         self._message(sender, "text", len(data), data[:HEAD])
 
     def _message(self, sender: Side, kind: str, size: int, head: bytes) -> None:
+        if self.folded is not None:
+            self.flow._ends.unfold(self)
         if sender == self.us:
             self.sent += 1
         else:
@@ -364,6 +443,11 @@ class ServerRecorder(Recorder):
     """
 
     __slots__ = ()
+
+    def leaving_open(self) -> None:
+        connection = None if self.connection is None else self.connection()
+        if connection is not None:
+            connection.watch_for_skips()
 
     def encode(self, frame: Frame) -> Frame:
         data = frame.data
@@ -452,6 +536,8 @@ class ServerRecorder(Recorder):
 
     def skipped(self, why: str, message: bytes, text: bool) -> None:
         """Record that ``broadcast()``, writing ``message``, passed over this connection."""
+        if self.folded is not None:
+            self.flow._ends.unfold(self)
         self.others += 1
         tail = self._tail
         last = tail[1]

@@ -59,8 +59,7 @@ class Recording(Connection):
         self, flow: EventLog, connection: int, server: str, client: str, at: Side
     ) -> None:
         self.recorder = flow.end(connection, server, client, at)
-        if isinstance(self.recorder, ServerRecorder):
-            self.recorder.connection = weakref.ref(self)
+        self.recorder.connection = weakref.ref(self)
 
     def record_open(self, path: str) -> None:
         """The handshake succeeded: record the opening, and every frame from now on."""
@@ -85,6 +84,8 @@ class Recording(Connection):
                 first = recorder.them if by_peer else recorder.us
             recorder.add("end", first, code=protocol.close_code, detail=protocol.close_reason or "")
             recorder.leaving_open()
+        elif recorder is not None:  # a client whose handshake failed
+            recorder.gone()
 
     def watch_for_skips(self) -> None:
         """From now on, record each ``broadcast()`` that passes over this connection."""

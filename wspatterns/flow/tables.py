@@ -120,7 +120,9 @@ def stats(flow: EventLog) -> pandas.DataFrame:
     past the cap, and count each delivery of a broadcast; bytes, rate and
     latency come from the events kept. Latency needs both ends of a message
     recorded in this flow (a kit server and a kit client sharing it);
-    elsewhere it is left empty.
+    elsewhere it is left empty. A connection that is over and whose events
+    were all dropped past the cap has no row: it is folded, its counts added
+    up in ``flow.folded`` (see :attr:`~wspatterns.flow.EventLog.totals`).
     """
     import numpy
     import pandas

@@ -1,4 +1,4 @@
-"""A long session of lessons 05 and 06's set-ups: does anything grow, break or stay behind?
+"""A long session of lessons 05 and 06b's set-ups: does anything grow, break or stay behind?
 
 Both set-ups run side by side for ``--minutes`` (10 by default), as a learner who keeps
 experimenting would leave them:
@@ -6,9 +6,9 @@ experimenting would leave them:
 * lesson 05: a Redis started by the kit and two pub/sub worker processes on it; clients
   join (a worker each, in turn), subscribe to ``news``, publish, read, and leave; a
   publisher client sends to ``news`` all the time;
-* lesson 06: the chat program of lesson 06 (written from the lesson's own %%writefile
-  cells), two processes on one port relayed through the same Redis; members join the
-  lobby, talk, and leave;
+* lesson 06b: the chat program of lessons 06 and 06b (a copy of notebooks/chat/, which
+  their %%writefile cells write), two processes on one port relayed through the same
+  Redis; members join the lobby, talk, and leave;
 * every 30 s both flows are read back (``workers.flow()``, ``flow_of(chat_1, chat_2)``).
 
 It prints, for each minute, the RSS of this process (the kernel's side) and of every
@@ -25,12 +25,12 @@ import asyncio
 import json
 import random
 import secrets
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import nbformat
 import psutil
 import websockets
 
@@ -39,16 +39,13 @@ from wspatterns.apps import flow_of, start_app
 from wspatterns.pubsub import start_redis, start_workers
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSON_06 = ROOT / "notebooks" / "06_chat_application.ipynb"
+CHAT = ROOT / "notebooks" / "chat"
 FLOWS_EVERY = 30.0
 
 
 def lesson_files(folder: Path) -> None:
-    """The files lesson 06 writes, each as its last %%writefile leaves it."""
-    for cell in nbformat.read(LESSON_06, as_version=4).cells:
-        first, _, body = cell.source.partition("\n")
-        if cell.cell_type == "code" and first.startswith("%%writefile "):
-            (folder / first.split()[1]).write_text(body + "\n")
+    """The chat program of lessons 06 and 06b, copied into ``folder``."""
+    shutil.copytree(CHAT, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def mib(process: psutil.Process) -> float:

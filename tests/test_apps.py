@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import textwrap
@@ -587,18 +588,37 @@ def test_no_program_outlives_its_kernel(program, how, tmp_path):
             manager.shutdown_kernel(now=True)
 
 
-# The lesson's own programs, as %%writefile writes them
+# The lessons' own programs: notebooks/chat/, as lessons 06 and 06b write them
 
-LESSON = Path(__file__).parent.parent / "notebooks" / "06_chat_application.ipynb"
+LESSONS = Path(__file__).parent.parent / "notebooks"
+CHAT = LESSONS / "chat"
+
+
+def written_by_the_lessons() -> dict[str, str]:
+    """What the lessons' ``%%writefile chat/...`` cells write, by file name."""
+    written: dict[str, str] = {}
+    for lesson in sorted(LESSONS.glob("*.ipynb")):
+        for cell in nbformat.read(lesson, as_version=4).cells:
+            first, _, body = cell.source.partition("\n")
+            if cell.cell_type == "code" and first.startswith("%%writefile chat/"):
+                name = first.split()[1].removeprefix("chat/")
+                assert name not in written, f"{name} is written twice ({lesson.name})"
+                written[name] = body + "\n"
+    return written
+
+
+def test_the_chat_files_are_the_ones_the_lessons_write():
+    """Lesson 06b runs on the committed files, 06 run or not: they are what the cells show."""
+    committed = {path.name: path.read_text() for path in CHAT.iterdir() if path.is_file()}
+    assert written_by_the_lessons() == committed
 
 
 @pytest.fixture
 def lesson_files(tmp_path):
-    """The files lesson 06 writes, each as its last %%writefile leaves it, in ``tmp_path``."""
-    for cell in nbformat.read(LESSON, as_version=4).cells:
-        first, _, body = cell.source.partition("\n")
-        if cell.cell_type == "code" and first.startswith("%%writefile "):
-            (tmp_path / first.split()[1]).write_text(body + "\n")
+    """A copy of the lessons' chat/ folder, in ``tmp_path``."""
+    shutil.copytree(
+        CHAT, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
     return tmp_path
 
 
@@ -606,7 +626,7 @@ async def test_the_lesson_program_run_by_hand_is_plain_websockets(lesson_files):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSPATTERNS_APP")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-u", "chat_server.py", cwd=lesson_files,
+        sys.executable, "-u", "chat_guard.py", cwd=lesson_files,
         env={**env, "PORT": str(port), "CHAT_TOKEN": "s3cr3t"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -630,7 +650,7 @@ async def test_the_lesson_program_run_by_hand_is_plain_websockets(lesson_files):
 
 
 async def test_the_lesson_program_lets_in_pages_of_its_own_host_and_the_token_only(lesson_files):
-    chat = await start_app(lesson_files / "chat_server.py", name="chat", env={"CHAT_TOKEN": "t0k"})
+    chat = await start_app(lesson_files / "chat_guard.py", name="chat", env={"CHAT_TOKEN": "t0k"})
     try:
         url = chat.url.rstrip("/")
         host = url.removeprefix("ws://")
@@ -669,7 +689,7 @@ async def test_the_lesson_page_comes_back_after_a_crash_with_backoff(lesson_file
     from selenium.webdriver.common.by import By
 
     env = {"CHAT_TOKEN": "s3cr3t"}
-    first = await start_app(lesson_files / "chat_server.py", name="chat-1", env=env)
+    first = await start_app(lesson_files / "chat_guard.py", name="chat-1", env=env)
     chrome = await asyncio.to_thread(harness.start_chromium)
     try:
         await asyncio.to_thread(chrome.get, first.page + "lobby?name=tabby&token=s3cr3t")
@@ -682,7 +702,7 @@ async def test_the_lesson_page_comes_back_after_a_crash_with_backoff(lesson_file
         await first.crash()  # no server at all for a while: the page fails and waits longer
         await eventually(lambda: len([line for line in log() if "again in" in line]) >= 3,
                          "three failed attempts", harness.seconds(30))  # fmt: skip
-        second = await start_app(lesson_files / "chat_server.py", name="chat-2", env=env,
+        second = await start_app(lesson_files / "chat_guard.py", name="chat-2", env=env,
                                  port=first.port)  # fmt: skip
         await eventually(lambda: log().count("connected") == 2, "back", harness.seconds(30))
         assert await second.clients() == ["tabby"]

@@ -35,6 +35,7 @@ CLASS_LESSONS = [
     "04_registration_and_broadcast.ipynb",
     "05_pubsub_across_processes.ipynb",
     "06_chat_application.ipynb",
+    "06b_chat_across_processes.ipynb",
 ]
 
 pytestmark = pytest.mark.timeout(1800)
@@ -89,7 +90,7 @@ def together(work, students):
 class PortWatch:
     """Who listens on which port, sampled while a class works: no port may be two students'.
 
-    Two processes listen on one port only with SO_REUSEPORT (lesson 06 does it on
+    Two processes listen on one port only with SO_REUSEPORT (lesson 06b does it on
     purpose, within one student); between students it would mix their messages.
     """
 
@@ -204,26 +205,27 @@ def test_a_student_in_trouble_breaks_nothing_of_the_others(hub, students):
             return cells, (started, running)
 
         def ben_restarts():
-            ben.open("06_chat_application.ipynb")
-            cells = ben.run_through("members = [Member(")  # Redis, two programs, clients
+            ben.open("06b_chat_across_processes.ipynb")
+            cells = ben.run_through("members.append(Member(")  # Redis, two programs, clients
             started = ben.kernel().children(recursive=True)
             running = commands(started)
             ben.restart_kernel()
-            ben.open("06_chat_application.ipynb")  # then, in the fresh kernel, from the top
+            ben.open("06b_chat_across_processes.ipynb")  # then, in the fresh kernel, from the top
             return cells, (started, running), ben.run_all()
 
         def cy_lesson_05():
             return run_lesson(cy, "05_pubsub_across_processes.ipynb")
 
-        def cy_closes_06():
-            cy_again.open("06_chat_application.ipynb")
-            cells = cy_again.run_through("members = [Member(")
+        def cy_closes_06b():
+            cy_again.open("06b_chat_across_processes.ipynb")
+            cells = cy_again.run_through("members.append(Member(")
             cy_again.quit()  # the tab closes mid-lesson: what the kernel started goes on
             return cells
 
         with ThreadPoolExecutor(4) as pool:
             futures = [
-                pool.submit(work) for work in (ada_killed, ben_restarts, cy_lesson_05, cy_closes_06)
+                pool.submit(work)
+                for work in (ada_killed, ben_restarts, cy_lesson_05, cy_closes_06b)
             ]
             (
                 (ada_ran, (ada_started, ada_had)),

@@ -1,4 +1,4 @@
-"""The exercise of lesson 06: a chat room that tells whoever joins what was said before."""
+"""The exercise of lesson 06b: a chat room that tells whoever joins what was said before."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ async def _join(server: Server, name: str) -> Client:
 
 
 async def check_room_history(chat_with_history: Callable[..., Any]) -> Report:
-    """Check the exercise of lesson 06: a chat room with a memory.
+    """Check the exercise of lesson 06b: a chat room with a memory.
 
     ``chat_with_history(members, history)`` must return a handler that names its
     client from the URL's ``?name=``, sends every message a member says to every

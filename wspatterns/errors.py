@@ -27,12 +27,39 @@ class ServerStoppedError(WSPatternsError, RuntimeError):
     """A server handle was used after the server stopped."""
 
 
-class InvalidTargetError(WSPatternsError, ValueError):
+class InvalidArgumentError(WSPatternsError, ValueError):
+    """A call was given a value it cannot use; the message says what it takes."""
+
+
+class InvalidTargetError(InvalidArgumentError):
     """``connect()`` was given something that is not a server or a WebSocket URL."""
 
 
-class InvalidNameError(WSPatternsError, ValueError):
+class InvalidNameError(InvalidArgumentError):
     """A client name the kit cannot use: empty, longer than 64 characters, or not printable."""
+
+
+class WrongTypeError(WSPatternsError, TypeError):
+    """A call was given a value of a kind it cannot use: a coroutine function where a
+    coroutine was meant (``run(main)``), a dict where a message was."""
+
+
+class InvalidHandlerError(WrongTypeError):
+    """``serve()`` was given something websockets cannot call as a handler: not callable, a
+    generator, or not taking exactly one argument, the connection."""
+
+
+class NothingToShowError(WSPatternsError, ValueError):
+    """A plot or a measure was asked of a flow or results that hold too little for it."""
+
+
+class MissingFileError(WSPatternsError, FileNotFoundError):
+    """A file the kit was asked for, or needs, is not there: a program, a solution,
+    redis-server."""
+
+
+class NothingListeningError(WSPatternsError, ConnectionRefusedError):
+    """``connect()`` found nothing listening at its address: is the server running?"""
 
 
 class NotWebSocketServerError(WSPatternsError, InvalidMessage, ConnectionError):
@@ -52,7 +79,7 @@ class HandshakeRejectedError(WSPatternsError, InvalidStatus, ConnectionError):
         return str(self.args[0])
 
 
-class HandlerNotAwaitableError(WSPatternsError, TypeError):
+class HandlerNotAwaitableError(InvalidHandlerError):
     """A handler returned something websockets cannot await: ``def`` where ``async def`` was
     meant."""
 
@@ -62,7 +89,16 @@ class KitTimeoutError(WSPatternsError, TimeoutError):
 
 
 class ProcessFailed(WSPatternsError, RuntimeError):
-    """A child process of the kit died or stopped answering; the message says which and how."""
+    """A child process of the kit (a program, a worker, redis-server) died, did not start, or
+    stopped answering; the message says which and how."""
+
+
+class NotStartedByKitError(WSPatternsError, RuntimeError):
+    """The kit was asked to restart something it did not start (a Redis of your own)."""
+
+
+class NoSuchWorkerError(WSPatternsError, IndexError):
+    """A worker was asked for by a number that none of the workers has."""
 
 
 class HubUnavailable(WSPatternsError, ConnectionError):

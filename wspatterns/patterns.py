@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
+from .errors import InvalidArgumentError
 from .settings import Handler
 
 #: The business logic a consumer hands each message to.
@@ -89,7 +90,7 @@ def multiple_consumers(consume: Consume, count: int = 4, maxsize: int | None = N
     then stop; if a worker fails, or the handler is cancelled, they all stop at once.
     """
     if count < 1:
-        raise ValueError(f"count must be at least 1 worker; got {count}.")
+        raise InvalidArgumentError(f"count must be at least 1 worker; got {count}.")
     bound = count if maxsize is None else maxsize
 
     async def workers_handler(websocket: ServerConnection) -> None:

@@ -34,12 +34,12 @@ from typing import Any
 
 import psutil
 
-from ..errors import ProcessFailed
+from ..errors import KitTimeoutError, MissingFileError, ProcessFailed
 from ..flow import Flow, merge
 from ..reports import ErrorReport
 from ..runtime import connect, lifecycle
 from ..runtime.processes import ChildProcess, as_text, glimpse, read_output_line
-from ..settings import TIMEOUT
+from ..settings import DEFAULT, timeout_seconds
 from ..waiting import wait_until
 from .output import Output, StderrReports
 from .recording import KIT_LINE, NAME_VARIABLE, TOKEN_VARIABLE
@@ -107,7 +107,7 @@ class App(ChildProcess):
 
     # Starting
 
-    async def start_listening(self, timeout: float) -> None:
+    async def start_listening(self, timeout: float | None) -> None:
         """Launch the program and wait until it listens on its port."""
         await self.launch()
         self._stdout_task = asyncio.create_task(self._read_stdout())
@@ -177,7 +177,7 @@ class App(ChildProcess):
         self._output.add(line)
         self._stderr.add(line)
 
-    async def _ask(self, command: str, timeout: float) -> dict[str, Any]:
+    async def _ask(self, command: str, timeout: float | None) -> dict[str, Any]:
         if self.returncode is not None:
             raise ProcessFailed(f"the {self.role} has ended ({self.returncode})")
         if self._stdout_task is None or self._stdout_task.done():
@@ -197,15 +197,19 @@ class App(ChildProcess):
                 f"the {self.role} did not answer {command!r} within {timeout:g} s: {why}"
             ) from None
 
-    async def export(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        """What the program's flow holds now (once it ended: the last it told)."""
+    async def export(self, timeout: float | None = DEFAULT) -> dict[str, Any]:
+        """What the program's flow holds now (once it ended: the last it told).
+
+        Raises ProcessFailed if it does not answer within ``timeout`` seconds (``TIMEOUT``
+        when left out; None: never).
+        """
         if self.returncode is None:
-            self._last_flow = (await self._ask("flow", timeout))["flow"]
+            self._last_flow = (await self._ask("flow", timeout_seconds(timeout)))["flow"]
         if self._last_flow is None:
             raise ProcessFailed(f"the {self.role} ended and left no flow ({self.returncode})")
         return self._last_flow
 
-    async def clients(self, timeout: float = TIMEOUT) -> list[str]:
+    async def clients(self, timeout: float | None = DEFAULT) -> list[str]:
         """The names of the clients connected to the program now, as its flow knows them."""
         events = (await self.export(timeout))["events"]  # (seq, time, kind, connection,
         # server, client, ...), as Flow.export() writes them
@@ -213,27 +217,37 @@ class App(ChildProcess):
         last = {each[3]: (each[2], each[5]) for each in events if each[2] in kinds}
         return sorted({client for kind, client in last.values() if kind == "open"})
 
-    async def flow(self, timeout: float = TIMEOUT) -> Flow:
+    async def flow(self, timeout: float | None = DEFAULT) -> Flow:
         """One flow: the kit's clients of this program, and what the program recorded."""
         return merge(self.local, await self.export(timeout))
 
-    async def clear(self, timeout: float = TIMEOUT) -> None:
+    async def clear(self, timeout: float | None = DEFAULT) -> None:
         """Forget what was recorded so far, in the program and by the clients here."""
-        await self._ask("clear", timeout)
+        await self._ask("clear", timeout_seconds(timeout))
         self.local.clear()
 
-    async def get(self, path: str = "/", timeout: float = TIMEOUT) -> tuple[int, str]:
-        """``GET path`` over plain HTTP, as a browser or a load balancer would: (status, body)."""
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            try:
-                request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                writer.write((request + "Connection: close\r\n\r\n").encode())
-                answer = await reader.read()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+    async def get(self, path: str = "/", timeout: float | None = DEFAULT) -> tuple[int, str]:
+        """``GET path`` over plain HTTP, as a browser or a load balancer would: (status, body).
+
+        Raises TimeoutError if the whole answer has not come within ``timeout`` seconds.
+        """
+        limit = timeout_seconds(timeout)
+        try:
+            async with asyncio.timeout(limit):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                try:
+                    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                    writer.write((request + "Connection: close\r\n\r\n").encode())
+                    answer = await reader.read()
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+        except TimeoutError:
+            raise KitTimeoutError(
+                f"the {self.role} did not answer GET {path} within {limit:g} s "
+                "(pass timeout= to wait longer)."
+            ) from None
         head, _, body = answer.decode(errors="replace").partition("\r\n\r\n")
         return int(head.split()[1]), body
 
@@ -243,13 +257,14 @@ class App(ChildProcess):
 
     # Stopping
 
-    async def stop(self, timeout: float = TIMEOUT) -> int | None:  # type: ignore[override]
-        """SIGTERM to the program and whatever it started, then wait up to ``timeout`` s for
-        the program to end on its own (killed after that); what it started is killed once it
-        has ended. Returns its exit status; its last flow is kept for :meth:`flow`."""
+    async def stop(self, timeout: float | None = DEFAULT) -> int | None:  # type: ignore[override]
+        """SIGTERM to the program and whatever it started, then wait up to ``timeout`` s
+        (``TIMEOUT`` when left out; None: as long as it takes) for the program to end on its
+        own (killed after that); what it started is killed once it has ended. Returns its
+        exit status; its last flow is kept for :meth:`flow`."""
         if self.returncode is None:
             self.signal_group(signal.SIGTERM)
-            await self.exited(timeout)
+            await self.exited(timeout_seconds(timeout))
         await self._finish()
         return self.returncode
 
@@ -296,7 +311,7 @@ async def start_app(
     port: int | None = None,
     env: dict[str, str] | None = None,
     flow: Flow | None = None,
-    timeout: float = TIMEOUT,
+    timeout: float | None = DEFAULT,
 ) -> App:
     """Run ``python path`` as a process of its own and return once it listens on ``port``.
 
@@ -307,24 +322,24 @@ async def start_app(
     before under the same name is stopped first. ``flow`` is shared by the kit's clients of
     several programs (by default, each program has its own). Raises
     :class:`~wspatterns.errors.ProcessFailed` with the program's last words if it ends or
-    does not listen within ``timeout`` seconds.
+    does not listen within ``timeout`` seconds (``TIMEOUT`` when left out; None: never).
     """
     script = Path(path)
     if not script.is_file():
-        raise FileNotFoundError(f"no program {str(script)!r} here ({Path.cwd()})")
+        raise MissingFileError(f"no program {str(script)!r} here ({Path.cwd()})")
     name = name or script.stem
     await lifecycle.retire("process", ("app", name), f"a newer start_app(name={name!r})")
     app = App(script.resolve(), name, free_port() if port is None else port, env or {},
               Flow() if flow is None else flow)  # fmt: skip
     try:
-        await app.start_listening(timeout)
+        await app.start_listening(timeout_seconds(timeout))
     except BaseException:
         await app._finish()
         raise
     return app
 
 
-async def flow_of(*apps: App, timeout: float = TIMEOUT) -> Flow:
+async def flow_of(*apps: App, timeout: float | None = DEFAULT) -> Flow:
     """One flow: what several programs recorded and the kit's clients of them, merged."""
     exports = await asyncio.gather(*(app.export(timeout) for app in apps))
     locals_ = list({id(app.local): app.local for app in apps}.values())

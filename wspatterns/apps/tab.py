@@ -18,6 +18,7 @@ import traitlets
 
 from ..browsers.routes import asked_route
 from ..browsers.view import esm
+from ..errors import InvalidArgumentError
 
 STATIC = resources.files("wspatterns.apps") / "static"
 
@@ -48,7 +49,7 @@ def browser_tab(app: Any, path: str = "/", *, route: str | None = None) -> Brows
     ``route`` forces how the frame reaches it, as for :func:`wspatterns.browser`.
     """
     if not path.startswith("/"):
-        raise ValueError(f"a path starts with '/'; got {path!r}")
+        raise InvalidArgumentError(f"a path starts with '/'; got {path!r}")
     chosen, _ = asked_route(route)
     name = getattr(app, "name", "a program")
     return BrowserTab(port=app.port, path=path, route=chosen, title=f"{name}'s page")

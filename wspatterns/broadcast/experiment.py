@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ProcessFailed
+from ..errors import InvalidArgumentError, NothingToShowError, ProcessFailed
 from ..reports import ipython
 from .processes import Measurement, measure
 from .strategies import STRATEGIES, check_strategy
@@ -104,17 +104,19 @@ def _broadcast_runs(
         try:
             counts.append(operator.index(count))
         except TypeError:
-            raise ValueError(f"clients must be whole numbers; got {count!r}.") from None
+            raise InvalidArgumentError(f"clients must be whole numbers; got {count!r}.") from None
         if counts[-1] < 1:
-            raise ValueError(f"clients must be 1 or more in each run; got {count}.")
+            raise InvalidArgumentError(f"clients must be 1 or more in each run; got {count}.")
     if not strategies or not counts:
-        raise ValueError("nothing to run: give at least one strategy and one number of clients.")
+        raise InvalidArgumentError(
+            "nothing to run: give at least one strategy and one number of clients."
+        )
     if size < 0:
-        raise ValueError(f"size must be 0 bytes or more; got {size}.")
+        raise InvalidArgumentError(f"size must be 0 bytes or more; got {size}.")
     if not (rate > 0 and math.isfinite(rate)):
-        raise ValueError(f"rate must be more than 0 broadcasts a second; got {rate}.")
+        raise InvalidArgumentError(f"rate must be more than 0 broadcasts a second; got {rate}.")
     if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError(f"seconds must be more than 0; got {seconds}.")
+        raise InvalidArgumentError(f"seconds must be more than 0; got {seconds}.")
     return strategies, counts
 
 
@@ -200,7 +202,7 @@ def broadcast_plot(results: pandas.DataFrame) -> Figure:
 
     done = results[results["complete"].astype(bool) & results["p99_ms"].notna()]
     if done.empty:
-        raise ValueError("nothing to plot: no run of this experiment completed.")
+        raise NothingToShowError("nothing to plot: no run of this experiment completed.")
     figure, axes = pyplot.subplots(1, 2, figsize=(10, 4), sharey=True)
     pyplot.close(figure)  # shown once, by being returned, not again by pyplot
     counts = sorted(done["clients"].unique())

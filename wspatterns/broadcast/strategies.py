@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
+from ..errors import InvalidArgumentError
 from ..patterns import registration
 
 
@@ -176,6 +177,6 @@ STRATEGIES: dict[str, type[Strategy]] = {
 def check_strategy(strategy: str) -> None:
     """Raise ValueError, naming the strategies there are, unless ``strategy`` is one of them."""
     if strategy not in STRATEGIES:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown broadcast strategy {strategy!r}; the strategies are: {', '.join(STRATEGIES)}."
         )

@@ -13,7 +13,13 @@
 
 from __future__ import annotations
 
-from .client import BrowserClient, BrowserConnectionError, NoFrontEndError, browser
+from .client import (
+    BrowserClient,
+    BrowserConnectionError,
+    BrowserNotOpenError,
+    NoFrontEndError,
+    browser,
+)
 from .routes import ROUTE_VARIABLE, ROUTES, Route
 
 __all__ = [
@@ -21,6 +27,7 @@ __all__ = [
     "ROUTE_VARIABLE",
     "BrowserClient",
     "BrowserConnectionError",
+    "BrowserNotOpenError",
     "NoFrontEndError",
     "Route",
     "browser",

@@ -7,7 +7,7 @@ any client. Python drives it and reads it back: ``await alice.send(...)``,
 ``await alice.recv()``, ``await alice.close(code, reason)``, ``alice.state``.
 
 The page does the networking, so the kernel learns what happened by message,
-and every wait is bounded (``TIMEOUT``, or ``timeout=``). A page closed or
+and every wait is bounded (``TIMEOUT``, or ``timeout=``; None waits for ever). A page closed or
 reloaded ends the connection with 1001 (going away), and the client with it.
 Without a page to draw it (plain Python, nbval), creating one says so in a line
 and every wait on it raises :class:`NoFrontEndError` at once.
@@ -29,11 +29,11 @@ from websockets.protocol import State
 from websockets.typing import Data
 
 from .. import reports
-from ..errors import WSPatternsError
+from ..errors import InvalidArgumentError, WrongTypeError, WSPatternsError
 from ..runtime import lifecycle
 from ..runtime.client import resolve
 from ..runtime.server import Server
-from ..settings import STOP_GRACE, TIMEOUT
+from ..settings import DEFAULT, STOP_GRACE, timeout_seconds
 from ..waiting import wait_until, within
 from .frontends import missing_front_end
 from .routes import Route, asked_route, target
@@ -41,7 +41,6 @@ from .routes import Route, asked_route, target
 if TYPE_CHECKING:
     from .view import BrowserView
 
-_DEFAULT: Any = object()
 _numbers = itertools.count(1)
 _watched: set[int] = set()  # ids of server connections a browser client already follows
 
@@ -52,6 +51,10 @@ class NoFrontEndError(WSPatternsError, RuntimeError):
 
 class BrowserConnectionError(WSPatternsError, ConnectionError):
     """The page could not open its WebSocket; the message says what it tried and why."""
+
+
+class BrowserNotOpenError(WSPatternsError, RuntimeError):
+    """A browser client was asked to send while its page's WebSocket was not open (yet)."""
 
 
 class BrowserClient:
@@ -96,10 +99,10 @@ class BrowserClient:
 
     # Waiting on the page
 
-    async def wait_open(self, *, timeout: float | None = _DEFAULT) -> None:
+    async def wait_open(self, *, timeout: float | None = DEFAULT) -> None:
         """Wait until the page's WebSocket is open; raise if it failed or took too long."""
         self._check_page()
-        limit = self._limit(timeout)
+        limit = timeout_seconds(timeout)
         await self._until(self._settled, limit, lambda: self._late_opening(limit))
         if self._failure is not None:
             raise BrowserConnectionError(f"{self.name} could not connect: {self._failure}")
@@ -116,18 +119,18 @@ class BrowserClient:
         # A proxy opens the page's socket before reaching the server: wait for the server.
         return self.state is State.OPEN and (self.connection is not None or not self._following)
 
-    async def send(self, message: str | bytes, *, timeout: float | None = _DEFAULT) -> None:
+    async def send(self, message: str | bytes, *, timeout: float | None = DEFAULT) -> None:
         """Have the page send ``message`` (str: a text frame; bytes: a binary one).
 
         Returns once the page has handed it to its WebSocket. Raises ConnectionClosed
         if the connection is closed, TimeoutError if the page does not answer in time.
         """
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            raise TypeError(f"a browser sends str or bytes, not {type(message).__name__}")
+            raise WrongTypeError(f"a browser sends str or bytes, not {type(message).__name__}")
         self._check_page()
         if self.state is not State.OPEN:
             self._raise_if_closed()
-            raise RuntimeError(f"{self.name} is not open yet: `await browser(...)` opens it")
+            raise BrowserNotOpenError(f"{self.name} is not open yet: `await browser(...)` opens it")
         number = next(self._ids)
         ack: asyncio.Future[None] = self._loop.create_future()
         self._acks[number] = ack
@@ -135,22 +138,22 @@ class BrowserClient:
             self._tell({"do": "send", "id": number, "text": message})
         else:
             self._tell({"do": "send", "id": number, "binary": True}, [bytes(message)])
-        limit = self._limit(timeout)
+        limit = timeout_seconds(timeout)
         try:
             await within(limit, ack, lambda: f"{self.name}'s page did not send within {limit:g} s.")
         finally:
             self._acks.pop(number, None)
 
-    async def recv(self, *, timeout: float | None = _DEFAULT) -> Data:
+    async def recv(self, *, timeout: float | None = DEFAULT) -> Data:
         """The next message the page received (str or bytes), in order.
 
         Raises ConnectionClosed once the connection is closed and every message
         received before was read (BrowserConnectionError if it never really opened);
-        TimeoutError after ``timeout`` seconds (the kit's ``TIMEOUT``; None waits for
+        TimeoutError after ``timeout`` seconds (``TIMEOUT`` when left out; None waits for
         ever) if nothing came.
         """
         self._check_page()
-        limit = self._limit(timeout)
+        limit = timeout_seconds(timeout)
         await self._until(
             lambda: bool(self._inbox) or self.state is State.CLOSED,
             limit,
@@ -172,7 +175,7 @@ class BrowserClient:
                 return
 
     async def close(
-        self, code: int = 1000, reason: str = "", *, timeout: float | None = _DEFAULT
+        self, code: int = 1000, reason: str = "", *, timeout: float | None = DEFAULT
     ) -> None:
         """Have the page close its WebSocket with ``code`` and ``reason``, and wait until closed.
 
@@ -180,12 +183,12 @@ class BrowserClient:
         bytes (the WebSocket API refuses the rest); ValueError says so.
         """
         if code != 1000 and not 3000 <= code <= 4999:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"a browser may close with 1000 or a code from 3000 to 4999, not {code}: "
                 "the other codes are the server's or the protocol's to send."
             )
         if len(reason.encode()) > 123:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"a close reason holds at most 123 bytes; this one has {len(reason.encode())}."
             )
         self._check_page()
@@ -194,10 +197,10 @@ class BrowserClient:
         self._tell({"do": "close", "code": code, "reason": reason})
         await self.wait_closed(timeout=timeout)
 
-    async def wait_closed(self, *, timeout: float | None = _DEFAULT) -> None:
+    async def wait_closed(self, *, timeout: float | None = DEFAULT) -> None:
         """Wait until the connection is closed; TimeoutError after ``timeout`` seconds."""
         self._check_page()
-        limit = self._limit(timeout)
+        limit = timeout_seconds(timeout)
         await self._until(
             lambda: self.state is State.CLOSED,
             limit,
@@ -247,7 +250,9 @@ class BrowserClient:
         elif event == "refused":
             ack = self._acks.get(content.get("id") or 0)
             if ack is not None and not ack.done():
-                ack.set_exception(RuntimeError(f"{self.name}'s page refused: {content['why']}"))
+                ack.set_exception(
+                    BrowserNotOpenError(f"{self.name}'s page refused: {content['why']}")
+                )
         elif event == "close":
             self._page_closed.set()
             if self.state is State.CLOSED:  # the server's end said it first: the page knows more
@@ -368,9 +373,6 @@ class BrowserClient:
             )
         return f"{self.name}'s page tried {self.url or 'to connect'} for {limit:g} s, in vain."
 
-    def _limit(self, timeout: float | None) -> float | None:
-        return TIMEOUT if timeout is _DEFAULT else timeout
-
     async def _until(
         self, ready: Callable[[], bool], limit: float | None, message: Callable[[], str]
     ) -> None:
@@ -426,7 +428,7 @@ async def browser(
     name: str | None = None,
     route: Route | None = None,
     show: bool = True,
-    timeout: float | None = _DEFAULT,
+    timeout: float | None = DEFAULT,
 ) -> BrowserClient:
     """Open a WebSocket client in the notebook's page, drawn under the cell.
 
@@ -436,7 +438,8 @@ async def browser(
     the server (``"direct"`` or ``"proxy"``; see :mod:`~wspatterns.browsers.routes`).
     ``show=False`` connects without drawing. Returns once the WebSocket is open;
     raises :class:`BrowserConnectionError` saying why if it could not open, TimeoutError
-    after ``timeout`` seconds. Where no page can draw it, says so and returns it unopened.
+    after ``timeout`` seconds (``TIMEOUT`` when left out; None: never). Where no page can
+    draw it, says so and returns it unopened.
     """
     url, server = resolve(target)
     chosen, asked_by = asked_route(route)

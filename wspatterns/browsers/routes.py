@@ -20,6 +20,7 @@ import os
 from typing import Literal, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..errors import InvalidArgumentError
 from ..runtime.server import NAME_PARAMETER
 
 #: ``"auto"`` (the page decides), ``"direct"`` or ``"proxy"``.
@@ -41,7 +42,9 @@ def asked_route(route: str | None) -> tuple[Route, str]:
         route = os.environ.get(ROUTE_VARIABLE, "").strip() or "auto"
         where = f"${ROUTE_VARIABLE}="
     if route not in ROUTES:
-        raise ValueError(f"{where}{route!r} is not a route: use one of {', '.join(ROUTES)}.")
+        raise InvalidArgumentError(
+            f"{where}{route!r} is not a route: use one of {', '.join(ROUTES)}."
+        )
     return route, f"{where}{route} asked for it"
 
 
@@ -57,7 +60,9 @@ def target(url: str, name: str, route: Route, asked_by: str = "") -> dict[str, o
     """What a page needs to reach the server at ``url`` as ``name``, either way."""
     named = urlsplit(with_name(url, name))
     if named.port is None:
-        raise ValueError(f"{url!r} names no port: a browser client needs one to reach it.")
+        raise InvalidArgumentError(
+            f"{url!r} names no port: a browser client needs one to reach it."
+        )
     return {
         "direct": named.geturl(),
         "port": named.port,

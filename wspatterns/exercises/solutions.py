@@ -12,6 +12,8 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import MissingFileError
+
 
 def solution(name: str, folder: str | Path = "solutions") -> ModuleType:
     """Load ``folder/name.py`` (beside the lessons) as a module of its own and return it.
@@ -21,7 +23,7 @@ def solution(name: str, folder: str | Path = "solutions") -> ModuleType:
     path = Path(folder) / f"{name.removesuffix('.py')}.py"
     if not path.is_file():
         there = sorted(each.stem for each in Path(folder).glob("*.py"))
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no solution {name!r} in {Path(folder).resolve()}; there are: {', '.join(there)}. "
             "Lessons run from the notebooks folder, where solutions/ is."
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from ..errors import InvalidArgumentError
 from ..runtime import Server
 
 
@@ -25,11 +26,13 @@ def limit_os_buffers(
     ``server`` has no connection from that client, or ``toward`` is neither.
     """
     if toward not in ("client", "server"):
-        raise ValueError(f'toward is "client" or "server"; got {toward!r}')
+        raise InvalidArgumentError(f'toward is "client" or "server"; got {toward!r}')
     server.check_running()
     ends = server.connections_of(client.name)
     if not ends:
-        raise ValueError(f"server {server.name!r} has no connection from {client.name!r}.")
+        raise InvalidArgumentError(
+            f"server {server.name!r} has no connection from {client.name!r}."
+        )
     sending, receiving = socket.SO_SNDBUF, socket.SO_RCVBUF
     if toward == "server":
         sending, receiving = receiving, sending

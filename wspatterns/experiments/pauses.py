@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import NamedTuple
 
+from ..errors import InvalidArgumentError, NothingToShowError
 from ..flow import Flow, Side
 
 
@@ -24,7 +25,7 @@ def longest_pause(flow: Flow, at: Side = "server", way: str = "sent") -> Pause:
     connection in ``flow`` count. Raises ValueError if that end recorded fewer than two.
     """
     if at not in ("server", "client") or way not in ("sent", "received"):
-        raise ValueError(
+        raise InvalidArgumentError(
             f'at must be "server" or "client" and way "sent" or "received"; got {at!r}, {way!r}.'
         )
     sending = way == "sent"
@@ -34,7 +35,7 @@ def longest_pause(flow: Flow, at: Side = "server", way: str = "sent") -> Pause:
         if event.kind == "message" and event.at == at and (event.sender == at) == sending
     ]
     if len(messages) < 2:
-        raise ValueError(
+        raise NothingToShowError(
             f"the {at} {way} {len(messages)} message(s) in this flow; a pause needs two."
         )
     gaps = [later.time - earlier.time for earlier, later in pairwise(messages)]

@@ -10,8 +10,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..errors import InvalidArgumentError, KitTimeoutError, NothingToShowError
 from ..runtime import connect, serve
-from ..settings import Handler
+from ..settings import DEFAULT, Handler, timeout_seconds
 from ..waiting import wait_until
 from .buffers import limit_os_buffers
 
@@ -89,7 +90,7 @@ class WorkLog:
         from matplotlib.patches import Patch
 
         if not self.spans:
-            raise ValueError(
+            raise NothingToShowError(
                 "nothing to draw: consume() was never called since the log was cleared."
             )
         lanes = max(span.worker for span in self.spans)
@@ -149,20 +150,20 @@ async def workers_experiment(
     *,
     messages: int = 16,
     consume_time: float = 0.05,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT,
 ) -> pandas.DataFrame:
     """Time how long ``make_handler(consume, count)`` takes to consume a batch, for each count.
 
     ``consume`` sleeps ``consume_time`` seconds, like business logic waiting on a database.
     Returns one row per count: seconds, messages/s, the ideal rate, and the most calls of
     consume() that ran at once. Raises TimeoutError, saying how many messages were consumed,
-    if a batch takes longer than ``timeout`` seconds (by default twice what one worker
-    needs, plus 2 s).
+    if a batch takes longer than ``timeout`` seconds (left out: twice what one worker
+    needs, plus 2 s; None: never).
     """
     import pandas
 
     _check_batch(messages, consume_time)
-    limit = 2 * messages * consume_time + 2 if timeout is None else timeout
+    limit = timeout_seconds(timeout, 2 * messages * consume_time + 2)
     rows = []
     for count in counts:
         seconds, most = await _time_one_batch(make_handler, count, messages, consume_time, limit)
@@ -174,14 +175,18 @@ async def workers_experiment(
 
 def _check_batch(messages: int, consume_time: float) -> None:
     if messages < 1 or consume_time <= 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"need at least 1 message and a positive consume_time; got {messages} "
             f"and {consume_time}."
         )
 
 
 async def _time_one_batch(
-    make_handler: MakeWorkersHandler, count: int, messages: int, consume_time: float, limit: float
+    make_handler: MakeWorkersHandler,
+    count: int,
+    messages: int,
+    consume_time: float,
+    limit: float | None,
 ) -> tuple[float, int]:
     """Seconds from the first message sent to the last one consumed, the client staying on;
     and the most calls of consume() that ran at once."""
@@ -199,11 +204,11 @@ async def _sleep_then_drop(seconds: float, message: Any) -> None:
     await asyncio.sleep(seconds)
 
 
-async def _until_consumed(log: WorkLog, messages: int, limit: float, who: str) -> None:
+async def _until_consumed(log: WorkLog, messages: int, limit: float | None, who: str) -> None:
     try:
         await wait_until(lambda: len(log.finished) >= messages, limit)
     except TimeoutError:
-        raise TimeoutError(
+        raise KitTimeoutError(
             f"{who}, only {len(log.finished)} of {messages} messages were consumed within "
             f"{limit:g} s: does every worker take messages from the queue and await consume() "
             "on each?"
@@ -267,7 +272,7 @@ async def backpressure_experiment(
     size: int = 16 * 1024,
     consume_time: float = 0.025,
     buffers: int = 64 * 1024,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT,
 ) -> Backpressure:
     """Let one client send ``messages`` messages of ``size`` bytes as fast as it can to
     ``make_handler(consume, workers, maxsize)``, for each ``maxsize``; consume() sleeps
@@ -276,11 +281,11 @@ async def backpressure_experiment(
     The connection's socket buffers (the client's for sending, the server's for receiving)
     are capped at ``buffers`` bytes, and compression is off, so that what sits between the
     client and the handler is about the same on any machine. Raises TimeoutError, saying how
-    many messages were consumed, if a run takes longer than ``timeout`` seconds (by default
-    twice what the workers need, plus 5 s).
+    many messages were consumed, if a run takes longer than ``timeout`` seconds (left out:
+    twice what the workers need, plus 5 s; None: never).
     """
     _check_batch(messages, consume_time)
-    limit = 2 * messages * consume_time / workers + 5 if timeout is None else timeout
+    limit = timeout_seconds(timeout, 2 * messages * consume_time / workers + 5)
     result = Backpressure(messages)
     payload = bytes(size)
     for maxsize in maxsizes:

@@ -7,7 +7,9 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import KitTimeoutError
 from ..runtime import Server, connect
+from ..settings import DEFAULT
 from ..waiting import wait_for_tasks, wait_until
 
 if TYPE_CHECKING:
@@ -93,10 +95,10 @@ def leftovers_plot(results: Mapping[str, pandas.DataFrame]) -> Figure:
     return figure
 
 
-async def cancel_running(function: Callable[..., Any], *, timeout: float | None = None) -> int:
+async def cancel_running(function: Callable[..., Any], *, timeout: float | None = DEFAULT) -> int:
     """Cancel every task running coroutine ``function`` (by name) and wait until they have
     ended; how many there were. Raises TimeoutError if some are still running after
-    ``timeout`` seconds (the kit's ``TIMEOUT`` by default)."""
+    ``timeout`` seconds (``TIMEOUT`` when left out; None: never)."""
     tasks = _running(function)
     for task in tasks:
         task.cancel()
@@ -110,7 +112,7 @@ async def cancel_running(function: Callable[..., Any], *, timeout: float | None 
 
 
 async def cancel_handler(
-    server: Server, *functions: Callable[..., Any], timeout: float | None = None
+    server: Server, *functions: Callable[..., Any], timeout: float | None = DEFAULT
 ) -> pandas.DataFrame:
     """Connect a client to ``server``, cancel the task running the handler for it once that
     handler has started a task for each of ``functions``, and say what became of those tasks.
@@ -118,7 +120,7 @@ async def cancel_handler(
     Returns one row per function: "still running", "cancelled", "returned", or "raised" and
     the exception's type. Afterwards it cancels what still runs and closes its client.
     Raises TimeoutError if the handler has not started them all within ``timeout`` seconds
-    (the kit's ``TIMEOUT`` by default).
+    (``TIMEOUT`` when left out; None: never).
     """
     import pandas
 
@@ -130,19 +132,19 @@ async def cancel_handler(
         started.update({name: [t for t in _running(name) if t not in before] for name in names})
         return all(started.values())
 
-    client = await connect(server, name="cancelled")
+    client = await connect(server, name="cancelled", timeout=timeout)
     try:
         try:
             await wait_until(all_started, timeout)
         except TimeoutError:
             missing = ", ".join(name for name in names if not started.get(name))
-            raise TimeoutError(
+            raise KitTimeoutError(
                 f"the handler of server {server.name!r} started no task running {missing}."
             ) from None
         handlers = [task for task in server.handler_tasks() if task not in before]
         for task in handlers:
             task.cancel()
-        await wait_for_tasks(handlers, None, lambda left: f"{left} handler(s) ignored cancel().")
+        await wait_for_tasks(handlers, DEFAULT, lambda left: f"{left} handler(s) ignored cancel().")
         children = [task for name in names for task in started[name]]
         with contextlib.suppress(TimeoutError):  # give tasks about to end a moment to do so
             await wait_until(lambda: all(task.done() for task in children), 0.25)

@@ -7,6 +7,7 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidArgumentError
 from ..reports import ipython
 from .labels import LANES
 from .recorder import EventLog
@@ -25,7 +26,9 @@ class LiveView:
 
     def __init__(self, flow: EventLog, *, rate: float = 10, seconds: float = 60) -> None:
         if not 0 < rate <= 10:
-            raise ValueError(f"rate must be between 0 and 10 updates a second; got {rate}.")
+            raise InvalidArgumentError(
+                f"rate must be between 0 and 10 updates a second; got {rate}."
+            )
         self.flow = flow
         self.rate = rate
         self.seconds = seconds
@@ -114,4 +117,3 @@ class LiveView:
 def live(flow: EventLog, *, rate: float = 10, seconds: float = 60) -> LiveView:
     """Show a summary of ``flow`` that updates while messages flow (notebooks only)."""
     return LiveView(flow, rate=rate, seconds=seconds).start()
-

@@ -41,6 +41,7 @@ from websockets.extensions import Extension
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import ExtensionName
 
+from ..errors import InvalidArgumentError
 from ..internals import inside_broadcast, put_extension_first, undecodable
 from .events import HEAD, Entry, Event, Kind, Meta, Record, Side, Who, expand, read, weight
 from .folding import Ends, Folded
@@ -73,7 +74,7 @@ class EventLog:
 
     def __init__(self, cap: int = CAP, *, token: str | None = None) -> None:
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            raise ValueError(f"cap must be a positive number of events; got {cap!r}.")
+            raise InvalidArgumentError(f"cap must be a positive number of events; got {cap!r}.")
         self.cap = cap
         # Tells a server its client records here too. A flow in another process
         # given this token numbers the connections of this flow's clients as this

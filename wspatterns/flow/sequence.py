@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ..errors import InvalidArgumentError
 from .events import Broadcast, Entry, Event, Kind, Side
 from .labels import LANES, OTHERS, label, printable, server_lanes, servers_in
 from .recorder import EventLog
@@ -97,9 +98,9 @@ def sequence(
     who they are (a broadcast counts them: "and 995 others").
     """
     if limit < 2:
-        raise ValueError(f"limit must be at least 2 rows; got {limit}.")
+        raise InvalidArgumentError(f"limit must be at least 2 rows; got {limit}.")
     if width < 1:
-        raise ValueError(f"width must be at least 1 character; got {width}.")
+        raise InvalidArgumentError(f"width must be at least 1 character; got {width}.")
     entries = flow.entries
     ends = flow.totals
     chosen = None if clients is None else set(clients)
@@ -132,7 +133,9 @@ def sequence(
     first = list(order)
     unknown = [name for name in first if name not in names]
     if unknown:
-        raise ValueError(f"order names no lane {unknown[0]!r}; the lanes are: {', '.join(names)}")
+        raise InvalidArgumentError(
+            f"order names no lane {unknown[0]!r}; the lanes are: {', '.join(names)}"
+        )
     names = [*first, *(name for name in names if name not in first)]
     steps = [_in_lane_order(step, names) for step in steps]
     steps = [Step((), note, arrow=False) for note in notes] + steps

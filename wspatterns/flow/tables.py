@@ -6,6 +6,7 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..errors import InvalidArgumentError
 from .events import Broadcast, Event, Side
 from .labels import LANES, preview
 from .recorder import EventLog
@@ -41,7 +42,7 @@ def table(
     import pandas
 
     if per not in ("delivery", "broadcast"):
-        raise ValueError(f'per must be "delivery" or "broadcast"; got {per!r}.')
+        raise InvalidArgumentError(f'per must be "delivery" or "broadcast"; got {per!r}.')
     entries = flow.entries
     start = entries[0].time if entries else 0
     rows: list[tuple[Any, ...]] = []

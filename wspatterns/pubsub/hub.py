@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TypeAlias
 
+from ..errors import InvalidArgumentError
+
 #: Called with ``(channel, message, id)`` for each message on a subscribed channel;
 #: ``id`` is None unless the hub keeps history. It runs inside ``publish()`` or the
 #: hub's reader, so it must neither block nor raise: put the message on a queue.
@@ -51,7 +53,9 @@ class Hub(ABC):
         published after it first; a hub without history raises ValueError.
         """
         if since is not None and not self.history:
-            raise ValueError(f"{type(self).__name__} keeps no history: subscribe without since")
+            raise InvalidArgumentError(
+                f"{type(self).__name__} keeps no history: subscribe without since"
+            )
         async with self._changing:
             if channel not in self._subscribers:
                 await self._first_subscriber(channel)

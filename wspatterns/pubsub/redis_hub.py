@@ -9,9 +9,9 @@ from typing import Any
 import redis.asyncio
 
 from .. import reports
-from ..errors import HubUnavailable
+from ..errors import HubUnavailable, KitTimeoutError
 from ..flow import Flow
-from ..settings import TIMEOUT
+from ..settings import DEFAULT, timeout_seconds
 from .hub import Hub
 from .redis_server import redacted
 
@@ -26,7 +26,8 @@ class RedisHub(Hub):
     which carries the password of the kit's Redis; the hub shows it masked. This process
     subscribes in Redis to the channels that have a subscriber here, on one
     connection, read by one task. ``subscribe`` raises TimeoutError if Redis
-    does not confirm within ``timeout`` seconds.
+    does not confirm within ``timeout`` seconds (``TIMEOUT`` when left out; None: never),
+    which bounds the hub's other waits on Redis too.
 
     If Redis refuses the password (a URL without the kit's secret, say), ``publish`` and
     ``subscribe`` raise :class:`HubUnavailable` saying so and which URL to use instead.
@@ -49,14 +50,14 @@ class RedisHub(Hub):
         self,
         url: str,
         *,
-        timeout: float = TIMEOUT,
+        timeout: float | None = DEFAULT,
         retry: float = 0.5,
         name: str = "hub",
         flow: Flow | None = None,
     ) -> None:
         super().__init__()
         self.url = url
-        self.timeout = timeout
+        self.timeout = timeout_seconds(timeout)
         self.retry = retry
         self.name = name
         self.connected = True  # as far as this hub knows
@@ -108,6 +109,11 @@ class RedisHub(Hub):
                 self._reader = asyncio.create_task(self._read(), name=name)
             async with asyncio.timeout(self.timeout):
                 await asyncio.shield(confirmed)
+        except TimeoutError:
+            raise KitTimeoutError(
+                f"Redis at {redacted(self.url)} did not confirm the subscription to "
+                f"{channel!r} within {self.timeout:g} s."
+            ) from None
         finally:
             self._confirmed.pop(channel, None)
 

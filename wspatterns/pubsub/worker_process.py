@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 
+from ..errors import InvalidArgumentError
 from ..flow import Flow
 from ..runtime import serve
 from ..runtime.processes import say, stdin_lines, until_signal
@@ -27,7 +28,7 @@ def make_hub(kind: str, url: str | None, name: str, flow: Flow) -> Hub:
     if kind == "memory":
         return MemoryHub()
     if url is None:
-        raise ValueError(f"a {kind!r} hub needs a Redis URL")
+        raise InvalidArgumentError(f"a {kind!r} hub needs a Redis URL")
     if kind == "redis":
         return RedisHub(url, name=name, flow=flow)
     from .streams import StreamHub  # a worker without Redis never needs it

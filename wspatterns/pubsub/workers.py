@@ -36,12 +36,12 @@ import itertools
 from typing import Any
 
 from .. import reports
-from ..errors import ProcessFailed
+from ..errors import InvalidArgumentError, NoSuchWorkerError, ProcessFailed
 from ..flow import Flow, merge
 from ..reports import ErrorReport
 from ..runtime import Client, connect, lifecycle
 from ..runtime.processes import ChildProcess
-from ..settings import TIMEOUT
+from ..settings import DEFAULT, timeout_seconds
 from .hub import HUBS
 from .redis_server import URL_VARIABLE, RedisServer, start_redis
 
@@ -61,17 +61,19 @@ class Worker(ChildProcess):
         self._asking = asyncio.Lock()  # one question at a time, answered in order
         self._unanswered = 0  # questions sent whose answer is not read yet
 
-    async def start_serving(self, timeout: float) -> None:
+    async def start_serving(self, timeout: float | None) -> None:
         await self.launch()
         self.url = (await self.read_json(timeout, "URL"))["url"]
 
-    async def ask(self, command: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        """Send ``command`` and return the worker's answer; ProcessFailed after ``timeout``.
+    async def ask(self, command: str, timeout: float | None = DEFAULT) -> dict[str, Any]:
+        """Send ``command`` and return the worker's answer; ProcessFailed after ``timeout``
+        seconds (``TIMEOUT`` when left out; None: never).
 
         The worker answers every command in turn: the answers to questions given up on
         (too slow) are read and dropped first, so they are never taken for this one's.
         """
         what = f"answer to {command!r}"
+        timeout = timeout_seconds(timeout)
         async with self._asking:
             self.send(command)
             self._unanswered += 1
@@ -134,16 +136,16 @@ class Workers:
         if worker is None:
             worker = next(self._turn) % len(self.processes)
         if not 0 <= worker < len(self.processes):
-            raise IndexError(f"there are {len(self.processes)} workers, numbered from 0")
+            raise NoSuchWorkerError(f"there are {len(self.processes)} workers, numbered from 0")
         return connect(self.urls[worker], name=name, flow=self.local, **options)
 
-    async def flow(self, timeout: float = TIMEOUT) -> Flow:
+    async def flow(self, timeout: float | None = DEFAULT) -> Flow:
         """One flow: this process's clients and every worker, in the order things happened."""
         await self._check_alive()
         exported = await asyncio.gather(*(worker.ask("flow", timeout) for worker in self.processes))
         return merge(self.local, *(answer["flow"] for answer in exported))
 
-    async def clear(self, timeout: float = TIMEOUT) -> None:
+    async def clear(self, timeout: float | None = DEFAULT) -> None:
         """Forget what was recorded so far, here and in every worker."""
         await self._check_alive()
         await asyncio.gather(*(worker.ask("clear", timeout) for worker in self.processes))
@@ -198,7 +200,7 @@ async def start_workers(
     hub: str = "memory",
     redis: RedisServer | str | None = None,
     name: str = "worker",
-    timeout: float = TIMEOUT,
+    timeout: float | None = DEFAULT,
 ) -> Workers:
     """Start ``count`` worker processes named ``worker-1``, ``worker-2``, … serving ``hub``.
 
@@ -210,12 +212,13 @@ async def start_workers(
     workers through their environment), or a private Redis started here, under the name
     ``"{name}-redis"``, and stopped with the workers. Returns once every
     worker listens; raises :class:`~wspatterns.processes.ProcessFailed` (with the
-    worker's last words) if one cannot start, after stopping the others.
+    worker's last words) if one cannot start within ``timeout`` seconds (``TIMEOUT`` when
+    left out; None: never), after stopping the others.
     """
     if hub not in HUBS:
-        raise ValueError(f"hub must be one of {', '.join(HUBS)}; got {hub!r}")
+        raise InvalidArgumentError(f"hub must be one of {', '.join(HUBS)}; got {hub!r}")
     if not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be 1 or more workers; got {count!r}")
+        raise InvalidArgumentError(f"count must be 1 or more workers; got {count!r}")
     # A cell run again: the workers it started before make way.
     await lifecycle.retire("workers", name, f"a newer start_workers(name={name!r}) replaced them")
     owns_redis = hub != "memory" and redis is None
@@ -228,7 +231,8 @@ async def start_workers(
     try:
         for number in range(1, count + 1):
             workers.processes.append(Worker(f"{name}-{number}", hub, hub_url, workers.local.token))
-        await asyncio.gather(*(worker.start_serving(timeout) for worker in workers.processes))
+        limit = timeout_seconds(timeout)
+        await asyncio.gather(*(worker.start_serving(limit) for worker in workers.processes))
     except BaseException:
         await asyncio.gather(*(worker.close(grace=0) for worker in workers.processes))
         if owns_redis and server is not None:
@@ -236,4 +240,3 @@ async def start_workers(
         raise
     lifecycle.add("workers", name, workers)
     return workers
-

@@ -6,7 +6,8 @@ sends and receives into the server's flow. ``recv()`` and ``async for`` wait
 as long as they do in websockets: for ever, if nothing comes. What the kit
 adds is a word: when a notebook cell has waited on a client for ``timeout``
 seconds, one line under the cell says which client waits for what, and the
-wait goes on. Opening the connection and ``wait_closed()`` are bounded.
+wait goes on. Opening the connection and ``wait_closed()`` are bounded: by
+``timeout`` (``TIMEOUT`` when left out; None: never, and no word either).
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ from ..errors import (
     InvalidNameError,
     InvalidTargetError,
     KitTimeoutError,
+    NothingListeningError,
     NotWebSocketServerError,
+    WrongTypeError,
 )
 from ..flow import Flow, Recording
-from ..settings import TIMEOUT
+from ..settings import DEFAULT, TIMEOUT, timeout_seconds
 from ..waiting import within
 from . import lifecycle
 from .loops import is_current
 from .server import CONNECTION_HEADER, NAME_HEADER, NAME_LIMIT, Server, server_at, usable_name
 
 _client_numbers = itertools.count(1)
-_DEFAULT: Any = object()
 
 
 class Client(Recording, ClientConnection):
@@ -101,9 +103,11 @@ class Client(Recording, ClientConnection):
                 "interrupt the kernel (Kernel > Interrupt, or press I twice)."
             )
 
-    async def wait_closed(self, *, timeout: float | None = _DEFAULT) -> None:
-        """Wait until the connection is closed; raise TimeoutError after ``timeout`` s."""
-        limit = self.timeout if timeout is _DEFAULT else timeout
+    async def wait_closed(self, *, timeout: float | None = DEFAULT) -> None:
+        """Wait until the connection is closed; raise TimeoutError after ``timeout`` s
+        (left out: the ``timeout`` of :class:`connect`, itself ``TIMEOUT`` when left out;
+        None: never)."""
+        limit = timeout_seconds(timeout, self.timeout)
         await within(
             limit,
             super().wait_closed(),
@@ -145,9 +149,9 @@ class connect:  # noqa: N801 - used like websockets' connect, which is a class t
     ``async with connect(server) as websocket:`` closes it at the end of the
     block; ``websocket = await connect(server)`` keeps it open until you close
     it or call :func:`stop_all`. The client ignores system proxies (pass
-    ``proxy=`` to use one). Opening gives up after ``timeout`` seconds
-    (``timeout=None``: never); ``recv()`` waits as long as it takes, with a word
-    under the cell after ``timeout`` seconds. Connecting under a ``name`` in use
+    ``proxy=`` to use one). Opening gives up after ``timeout`` seconds (``TIMEOUT``
+    when left out; None: never); ``recv()`` waits as long as it takes, with a word
+    under the cell after ``timeout`` seconds (None: no word). Connecting under a ``name`` in use
     closes the old client first. It records into the server's flow, or into
     ``flow=``. Other ``options`` go to :func:`websockets.asyncio.client.connect`.
     """
@@ -158,11 +162,11 @@ class connect:  # noqa: N801 - used like websockets' connect, which is a class t
         *,
         name: str | None = None,
         flow: Flow | None = None,
-        timeout: float | None = _DEFAULT,
+        timeout: float | None = DEFAULT,
         **options: Any,
     ) -> None:
         self.url, server = resolve(target)
-        self.timeout: float | None = TIMEOUT if timeout is _DEFAULT else timeout
+        self.timeout = timeout_seconds(timeout)
         if name is None:
             name = server.next_client_name() if server else f"client-{next(_client_numbers)}"
         elif usable_name(name) != name:
@@ -205,7 +209,7 @@ class connect:  # noqa: N801 - used like websockets' connect, which is a class t
         try:
             client = await ws_connect(self.url, **options)
         except ConnectionRefusedError:
-            raise ConnectionRefusedError(
+            raise NothingListeningError(
                 errno.ECONNREFUSED,
                 f"nothing is listening at {self.url}: is the server running? "
                 "Start one with `server = await serve(handler)` and connect to `server`.",
@@ -222,7 +226,7 @@ class connect:  # noqa: N801 - used like websockets' connect, which is a class t
             ) from None
         if not isinstance(client, Client):  # a create_connection= of the caller's made it
             await client.close()
-            raise TypeError(
+            raise WrongTypeError(
                 f"connect() needs connections it makes itself; create_connection= made {client!r}"
             )
         client.name, client.key = self.name, key

@@ -10,11 +10,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..errors import InvalidHandlerError
+
 
 def check_handler(handler: Any) -> None:
     """Refuse, with the fix in the message, a handler websockets could not call."""
     if not callable(handler):
-        raise TypeError(
+        raise InvalidHandlerError(
             f"serve() needs a handler function, like `async def handler(websocket): ...`; "
             f"got {handler!r}."
         )
@@ -23,7 +25,7 @@ def check_handler(handler: Any) -> None:
         name = "handler"
     if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
         kind = "an async generator" if inspect.isasyncgenfunction(handler) else "a generator"
-        raise TypeError(
+        raise InvalidHandlerError(
             f"handler {name!r} is {kind} (it contains `yield`); a handler "
             "sends with `await websocket.send(...)` instead of yielding."
         )
@@ -46,7 +48,7 @@ def check_handler(handler: Any) -> None:
             )
         else:
             fix = f"Write it as `async def {name}(websocket):`."
-        raise TypeError(
+        raise InvalidHandlerError(
             f"handler {name}{signature} must take exactly one argument, the connection. {fix}"
         ) from None
 

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Hashable
 from typing import Protocol
 
+from ..errors import InvalidArgumentError
+
 #: The order things stop in: clients before their servers, servers before the
 #: processes and the Redis they may lean on.
 KINDS = ("client", "server", "workers", "process", "redis")
@@ -39,7 +41,7 @@ def add(kind: str, key: Hashable, thing: Owned) -> None:
     """Hold ``thing`` under ``(kind, key)``; :func:`retire` what held that key before, first."""
     global _hooked
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
+        raise InvalidArgumentError(f"unknown kind {kind!r}; one of {KINDS}")
     with _lock:
         _owned[kind, key] = thing
         if not _hooked:

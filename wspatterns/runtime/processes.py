@@ -272,7 +272,7 @@ class ChildProcess:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
             self.process.stdin.write(command.encode() + b"\n")
 
-    async def read(self, timeout: float, what: str) -> str:
+    async def read(self, timeout: float | None, what: str) -> str:
         """The next line the process prints; ProcessFailed if it ends or takes over ``timeout``.
 
         A line not read in time is not lost: the next call returns it.
@@ -301,7 +301,7 @@ class ChildProcess:
             )
         return line.decode().strip()
 
-    async def read_json(self, timeout: float, what: str) -> dict[str, Any]:
+    async def read_json(self, timeout: float | None, what: str) -> dict[str, Any]:
         """The next line, read as JSON; ProcessFailed as :meth:`read`, or if it is not JSON."""
         return self.parse(await self.read(timeout, what), what)
 
@@ -315,8 +315,9 @@ class ChildProcess:
                 f"the {self.role} process printed {glimpse(line)}, not a {what}"
             ) from None
 
-    async def exited(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the process itself to end; whether it has.
+    async def exited(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s (None: as long as it takes) for the process itself to end;
+        whether it has.
 
         Not asyncio's ``process.wait()``: that waits for the process's pipes to close too,
         which whatever the process started holds open as long as it lives.

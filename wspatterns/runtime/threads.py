@@ -13,8 +13,9 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
+from ..errors import KitTimeoutError
 from ..flow import Flow
-from ..settings import STOP_GRACE, TIMEOUT, Handler
+from ..settings import DEFAULT, STOP_GRACE, TIMEOUT, Handler, timeout_seconds
 from . import lifecycle
 from .handlers import check_handler, name_of
 from .loops import call_in_loop, run_loop_forever
@@ -52,17 +53,24 @@ class ThreadServer(Server):
             return set()
         return call_in_loop(self._thread_loop, self._open_connections, TIMEOUT)
 
-    def launch(self, port: int, options: dict[str, Any], timeout: float) -> None:
-        """Start the thread and the server in it; wait at most ``timeout`` s for it to listen."""
+    def launch(self, port: int, options: dict[str, Any], timeout: float | None) -> None:
+        """Start the thread and the server in it; wait at most ``timeout`` s (None: as long as
+        it takes) for it to listen."""
         self._thread.start()
         loop = self._thread_loop
         future = asyncio.run_coroutine_threadsafe(self.start(port, dict(options)), loop)
         try:
             future.result(timeout)
-        except BaseException:
+        except BaseException as exc:
+            late = isinstance(exc, TimeoutError) and not future.done()  # not start()'s own
             future.cancel()
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout)
+            if late:
+                raise KitTimeoutError(
+                    f"server {self.name!r} did not listen within {timeout:g} s in its thread "
+                    "(pass timeout= to wait longer)."
+                ) from None
             raise
 
     async def stop(self, timeout: float = STOP_GRACE) -> None:
@@ -104,7 +112,7 @@ def serve_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     flow: Flow | None = None,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT,
     quiet: bool = False,
     **options: Any,
 ) -> ThreadServer:
@@ -113,13 +121,14 @@ def serve_in_thread(
     Use it when the client cannot await: ``websockets.sync.client``, a
     third-party library, code in a plain function. Same arguments and naming
     rules as :func:`~wspatterns.serve`; stop it with ``await server.stop()`` or,
-    from plain code, ``server.stop_blocking()``.
+    from plain code, ``server.stop_blocking()``. Raises TimeoutError if it does not listen
+    within ``timeout`` seconds (``TIMEOUT`` when left out; None: never).
     """
     check_handler(handler)
     name = name or name_of(handler)
     why = f"a newer serve_in_thread(...) under the name {name!r} replaced it"
     lifecycle.retire_now("server", name, why)
     server = ThreadServer(handler, name, host, flow, quiet)
-    server.launch(port, options, TIMEOUT if timeout is None else timeout)
+    server.launch(port, options, timeout_seconds(timeout))
     lifecycle.add("server", name, server)
     return server

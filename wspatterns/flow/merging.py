@@ -12,8 +12,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .events import Record
-from .recorder import CAP, EventLog, Recorder, broadcast_record
+from .events import Record, broadcast_record
+from .recorder import CAP, EventLog, Recorder
 
 
 def exported(*parts: EventLog | dict[str, Any]) -> list[dict[str, Any]]:

@@ -43,7 +43,22 @@ from websockets.typing import ExtensionName
 
 from ..errors import InvalidArgumentError
 from ..internals import inside_broadcast, put_extension_first, undecodable
-from .events import HEAD, Entry, Event, Kind, Meta, Record, Side, Who, expand, read, weight
+from .events import (
+    HEAD,
+    Entry,
+    Event,
+    Kind,
+    Meta,
+    Record,
+    Side,
+    Who,
+    broadcast_record,
+    by_opcode,
+    expand,
+    plain,
+    read,
+    weight,
+)
 from .folding import Ends, Folded
 
 #: Events a flow keeps unless told otherwise; older ones are dropped and counted.
@@ -179,7 +194,7 @@ class EventLog:
             folded = self.folded.export()
         return {
             "token": self.token,
-            "events": [_plain(entry) for entry in self.entries],
+            "events": [plain(entry) for entry in self.entries],
             "ends": [[*end.who, end.sent, end.received, end.others] for end in ends],
             "folded": folded,
         }
@@ -197,32 +212,6 @@ class EventLog:
         more = f" ({folded} more folded)" if folded else ""
         dropped = f", {self.dropped} dropped" if self.dropped else ""
         return f"<Flow: {len(self)} events on {connections} connections{more}{dropped}>"
-
-
-def _plain(entry: Entry) -> list[Any] | dict[str, Any]:
-    """An entry as JSON can carry it: heads' bytes as latin-1 strings; a broadcast as a dict."""
-    if isinstance(entry, Event):
-        return [*entry[:10], entry.head.decode("latin-1"), *entry[11:]]
-    return {
-        "time": entry.time,
-        "type": entry.type,
-        "size": entry.size,
-        "head": entry.head.decode("latin-1"),
-        "connections": entry.connections,
-        "skipped": [[connection, why] for connection, why in entry.skips],
-    }
-
-
-def broadcast_record(
-    time_ns: int,
-    type_: str,
-    size: int,
-    head: bytes,
-    recipients: list[Recorder],
-    skipped: list[tuple[Recorder, str]],
-) -> list[Any]:
-    """A raw broadcast record (see :mod:`~wspatterns.flow.events`), for merges and tests."""
-    return [time_ns, type_, size, head[:HEAD], recipients, skipped]
 
 
 class Watchful(Protocol):
@@ -271,8 +260,8 @@ class Recorder(Extension):
         # What every record of a whole message says but its time, size and head, looked up
         # by the frame's opcode (None for frames that are not a text or binary message):
         # records share these tuples instead of building their own.
-        self._out = _by_opcode(("message", who, us, "text"), ("message", who, us, "binary"))
-        self._in = _by_opcode(("message", who, them, "text"), ("message", who, them, "binary"))
+        self._out = by_opcode(("message", who, us, "text"), ("message", who, us, "binary"))
+        self._in = by_opcode(("message", who, them, "text"), ("message", who, them, "binary"))
 
     def reset(self) -> None:
         self.sent = 0  # messages sent by this end
@@ -558,12 +547,3 @@ class ServerRecorder(Recorder):
 
 _TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enums is slow
 _clock = time.monotonic_ns
-
-
-def _by_opcode(text: Meta, binary: Meta) -> tuple[Meta | None, ...]:
-    """``text`` and ``binary`` at the index of their opcode, None at every other opcode's.
-
-    A frame's opcode indexes it directly: fewer steps per frame than comparing it."""
-    table: list[Meta | None] = [None] * (max(Opcode) + 1)
-    table[_TEXT], table[_BINARY] = text, binary
-    return tuple(table)

@@ -16,12 +16,21 @@ process it started (workers, programs, Redis), at the start and the end of the m
 and every error seen. The goal: memory flat after the first minute (warm-up), 0 errors.
 
     python benchmarks/soak.py [--minutes 10] [--clients 20]
+
+RSS alone cannot tell a leak from memory the allocator keeps after a peak. So each
+minute also prints ``traced``: the memory Python's objects hold in this process
+(tracemalloc) at the minute's end and its peak during the minute; ``--every 0`` reads no
+flows, ``--traffic M`` stops the clients after M minutes (the flows are still read), and
+``--trace`` prints which lines of code hold what grew since the first minute. At the end,
+each child's RSS is printed, with the events its flow holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import random
 import secrets
@@ -29,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import psutil
@@ -41,6 +51,7 @@ from wspatterns.pubsub import start_redis, start_workers
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = ROOT / "notebooks" / "chat"
 FLOWS_EVERY = 30.0
+TRACE_FRAMES = 8  # --trace: the stack kept per allocation, to name who holds it
 
 
 def lesson_files(folder: Path) -> None:
@@ -62,9 +73,14 @@ def memory() -> tuple[float, float]:
 
 
 class Soak:
-    def __init__(self, clients: int, deadline: float) -> None:
+    def __init__(self, clients: int, deadline: float, every: float, traffic_end: float,
+                 trace: bool) -> None:  # fmt: skip
         self.clients = clients
         self.deadline = deadline
+        self.every = every
+        self.traffic_end = traffic_end
+        self.trace = trace
+        self.warm: tracemalloc.Snapshot | None = None
         self.errors: list[str] = []
         self.counts = {"05 sessions": 0, "05 messages": 0, "06 sessions": 0, "06 messages": 0,
                        "flows read": 0, "events read": 0}  # fmt: skip
@@ -76,7 +92,7 @@ class Soak:
 
     async def pubsub_client(self, workers, number: int) -> None:
         """Join a worker, subscribe, publish a few, hear them, leave; again and again."""
-        while time.monotonic() < self.deadline:
+        while time.monotonic() < self.traffic_end:
             name = f"c{number}"
             try:
                 async with workers.connect(name, worker=number % 2) as client:
@@ -97,7 +113,7 @@ class Soak:
 
     async def chat_member(self, url: str, token: str, number: int) -> None:
         """Join the lobby of lesson 06's program, say something, hear it, leave; again."""
-        while time.monotonic() < self.deadline:
+        while time.monotonic() < self.traffic_end:
             name = f"m{number}"
             try:
                 address = f"{url}lobby?name={name}&token={token}"
@@ -114,8 +130,8 @@ class Soak:
             await asyncio.sleep(random.uniform(0.2, 1.0))
 
     async def read_flows(self, workers, chat_1, chat_2) -> None:
-        while time.monotonic() < self.deadline:
-            await asyncio.sleep(FLOWS_EVERY)
+        while self.every and time.monotonic() + self.every < self.deadline:
+            await asyncio.sleep(self.every)
             for what, read in (
                 ("05 flow", workers.flow),
                 ("06 flow", lambda: flow_of(chat_1, chat_2)),
@@ -124,6 +140,7 @@ class Soak:
                     flow = await read()
                     self.counts["flows read"] += 1
                     self.counts["events read"] += len(flow)
+                    self.counts[f"{what} last"] = len(flow)  # the caps filling, or full
                 except Exception as error:  # noqa: BLE001
                     self.failed(what, error)
 
@@ -132,16 +149,44 @@ class Soak:
         for minute in range(1, minutes + 1):
             await asyncio.sleep(max(0.0, min(60.0, self.deadline - time.monotonic())))
             end = memory()
-            print(f"{minute:>6} {start[0]:>9.1f} {end[0]:>9.1f} {start[1]:>10.1f} {end[1]:>10.1f}"
-                  f" {len(self.errors):>6}  {self.counts}", flush=True)  # fmt: skip
+            traced, peak = (x / 2**20 for x in tracemalloc.get_traced_memory())
+            tracemalloc.reset_peak()
+            gc.collect()  # a merged flow is a cycle (its ends point back at it): freed here
+            live = tracemalloc.get_traced_memory()[0] / 2**20
+            own = tracemalloc.get_tracemalloc_memory() / 2**20  # in the RSS, not in traced
+            print(f"{minute:>6} {start[0]:>9.1f} {end[0]:>9.1f} {traced:>6.1f} {live:>6.1f}"
+                  f" {peak:>6.1f} {own:>6.1f}"
+                  f" {start[1]:>10.1f} {end[1]:>10.1f} {len(self.errors):>6}  {self.counts}",
+                  flush=True)  # fmt: skip
             start = end
+            if self.trace:
+                self.grown(minute)
+
+    def grown(self, minute: int) -> None:
+        """--trace: the lines whose traced memory grew most since the first minute's end."""
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        if self.warm is None:
+            self.warm = snapshot
+            return
+        for stat in snapshot.compare_to(self.warm, "traceback")[:5]:
+            print(f"         {stat.size_diff / 2**20:+7.2f} MiB {stat.count_diff:+8d} blocks,"
+                  f" now {stat.size / 2**20:.2f} MiB at")  # fmt: skip
+            for line in stat.traceback.format(limit=4, most_recent_first=True)[::2]:
+                print("           ", line.strip())
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--clients", type=int, default=20, help="per set-up")
+    parser.add_argument("--every", type=float, default=FLOWS_EVERY,
+                        help="seconds between flow reads; 0: read none")  # fmt: skip
+    parser.add_argument("--traffic", type=float, help="minutes the clients run (all)")
+    parser.add_argument("--trace", action="store_true", help="name the lines that grew")
     args = parser.parse_args()
+    tracemalloc.start(TRACE_FRAMES if args.trace else 1)
     folder = Path(tempfile.mkdtemp(prefix="wspatterns-soak-"))
     lesson_files(folder)
     token = secrets.token_urlsafe(16)
@@ -151,14 +196,30 @@ async def main() -> int:
     chat_1 = await start_app(folder / "chat_node.py", name="chat-1", env=env)
     chat_2 = await start_app(folder / "chat_node.py", name="chat-2", env=env,
                              port=chat_1.port, flow=chat_1.local)  # fmt: skip
-    soak = Soak(args.clients, time.monotonic() + 60 * args.minutes)
-    print(f"{args.minutes} min, {args.clients} clients per set-up; MiB of RSS")
-    print(f"{'minute':>6} {'kit start':>9} {'kit end':>9} {'children st':>10} {'children end':>10}"
+    now = time.monotonic()
+    traffic = args.minutes if args.traffic is None else args.traffic
+    soak = Soak(args.clients, now + 60 * args.minutes, args.every, now + 60 * traffic, args.trace)
+    print(f"{args.minutes} min, {args.clients} clients per set-up for {traffic:g} min,"
+          f" flows read every {args.every:g} s. MiB: RSS; traced, Python's objects in this"
+          f" process at the minute's end, then after gc.collect(), and their peak during it;"
+          f" tm own, tracemalloc's own memory (in the kit's RSS, not in traced)")  # fmt: skip
+    print(f"{'minute':>6} {'kit start':>9} {'kit end':>9} {'traced':>6} {'gc':>6} {'peak':>6}"
+          f" {'tm own':>6} {'children st':>10} {'children end':>10}"
           f" {'errors':>6}  counts")  # fmt: skip
     tasks = [soak.pubsub_client(workers, number) for number in range(args.clients)]
     tasks += [soak.chat_member(chat_1.url, token, number) for number in range(args.clients)]
     tasks += [soak.read_flows(workers, chat_1, chat_2), soak.report(args.minutes)]
     await asyncio.gather(*tasks)
+    print(f"kept here: {len(workers.local)} events (05's clients), {len(chat_1.local)} (06's)")
+    events = {
+        w.process.pid: len((await w.ask("flow"))["flow"]["events"]) for w in workers.processes
+    }
+    events |= {a.process.pid: len((await a.export())["events"]) for a in (chat_1, chat_2)}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            what = " ".join(Path(part).name for part in child.cmdline()[1:4]).splitlines()[0]
+            kept = f", {events[child.pid]} events in its flow" if child.pid in events else ""
+            print(f"  {child.pid} {what}: {mib(child):.1f} MiB{kept}")
     reports = [*workers.reports, *chat_1.reports, *chat_2.reports]
     for report in reports:
         soak.failed("reported by a child", RuntimeError(str(report)))

@@ -130,8 +130,15 @@ async def test_a_crash_drops_the_connections_and_keeps_the_flow_seen_before(prog
         await client.recv()
     assert client.close_code == 1006
     flow = await app.flow()
-    server_side = [event.kind for event in flow if event.at == "server"]
-    assert server_side == ["open", "message", "message"]  # nothing after: it died
+    server_side = [(event.kind, event.code, event.detail) for event in flow if event.at == "server"]
+    # What it recorded before it died, then the crash, as the kit saw it: the end of bob's
+    # connection, lost, with nothing said by the server.
+    assert server_side == [
+        ("open", None, "/"), ("message", None, ""), ("message", None, ""),
+        ("end", 1006, "echo-1 killed"),
+    ]  # fmt: skip
+    assert "connection lost (1006: echo-1 killed)" in flow.sequence().text
+    assert flow.dropped == 0 and flow.recorded == len(flow)
     assert gone(app.pid)
 
 

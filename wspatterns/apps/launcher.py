@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import psutil
 
 from ..errors import KitTimeoutError, MissingFileError, ProcessFailed
 from ..flow import Flow, merge
+from ..flow.merging import crashed
 from ..reports import ErrorReport
 from ..runtime import connect, lifecycle
 from ..runtime.processes import ChildProcess, as_text, glimpse, read_output_line
@@ -274,8 +276,11 @@ class App(ChildProcess):
         if self.returncode is None:
             with contextlib.suppress(ProcessFailed):
                 await self.export()
+        killed = time.monotonic_ns()
         self.kill()
         await self._finish()
+        if self._last_flow is not None:  # what its clients saw: their connections lost
+            crashed(self._last_flow, killed, f"{self.name} killed")
         return self.returncode
 
     async def _finish(self) -> None:

@@ -89,6 +89,25 @@ def merge_into(merged: EventLog, parts: list[dict[str, Any]]) -> None:
     merged.load(records, max(taken | set(renumbered.values()), default=0) + 1)
 
 
+def crashed(part: dict[str, Any], time_ns: int, why: str) -> None:
+    """Record in ``part`` (an exported flow) the end of every connection its server ends
+    still had open: their process was killed (``why``), so nothing else will ever say so.
+    The connection ends as its clients saw it: 1006, no closing handshake."""
+    ended = {
+        item[3] for item in part["events"] if not isinstance(item, dict) and item[2] == "end"
+    }
+    seq = max((item[0] for item in part["events"] if not isinstance(item, dict)), default=0)
+    for end in part["ends"]:
+        connection, server, client, at = end[:4]
+        if at == "server" and connection not in ended:
+            seq += 1
+            end[6] += 1  # one more event of the end's ("others"), so totals stay exact
+            part["events"].append(
+                [seq, time_ns, "end", connection, server, client, at, None, None, 0, "", 0,
+                 1006, why, None]
+            )  # fmt: skip
+
+
 def _broadcast(merged: EventLog, item: dict[str, Any], renumber: Callable[[int], int]) -> Record:
     """An exported broadcast as a record of ``merged``: its connections' server ends there."""
 

@@ -214,9 +214,8 @@ def _steps(
             yield Step((event.client, server), f"{event.client} connects to {event.detail}", False)
         elif event.kind == "end" and event.connection not in closed:
             code = event.code or 1006
-            yield Step(
-                (event.client, server), f"connection lost ({code}, no closing handshake)", False
-            )
+            why = f": {event.detail}" if event.detail else ", no closing handshake"
+            yield Step((event.client, server), f"connection lost ({code}{why})", False)
         elif event.kind == "error":
             yield Step((server,), f"⚠ handler raised {printable(event.detail, 60)}", False)
 

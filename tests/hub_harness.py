@@ -9,13 +9,13 @@ logs in through the hub's own login page in a headless Chromium of their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -56,6 +56,16 @@ def command_of(process: psutil.Process) -> str:
         return " ".join(process.cmdline())
     except psutil.Error:
         return ""
+
+
+def outlived(processes: list[psutil.Process]) -> list[str]:
+    """Those of ``processes`` still alive after a bounded wait, described; then killed."""
+    _, alive = psutil.wait_procs(processes, timeout=harness.seconds(20))
+    left = [f"{each.pid} {command_of(each)[:120]}" for each in alive]
+    for each in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            each.kill()
+    return left
 
 
 @dataclass
@@ -108,21 +118,11 @@ class Hub:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(harness.seconds(10))
-        left = []
-        deadline = time.monotonic() + harness.seconds(20)
+        processes = []
         for pid in sorted(self.seen):
-            try:
-                each = psutil.Process(pid)
-                each.wait(max(0.1, deadline - time.monotonic()))
-            except psutil.NoSuchProcess:
-                continue
-            except psutil.TimeoutExpired:
-                left.append(f"{pid} {command_of(each)[:160]}")
-                try:
-                    each.kill()
-                except psutil.NoSuchProcess:
-                    pass
-        return left
+            with contextlib.suppress(psutil.NoSuchProcess):
+                processes.append(psutil.Process(pid))
+        return outlived(processes)
 
     def tail(self, lines: int = 60) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -314,7 +314,4 @@ class Student:
             tree = []
         self.chrome.quit()
         self.chrome = None
-        _, alive = psutil.wait_procs(tree, timeout=harness.seconds(20))
-        for each in alive:
-            BROWSERS_LEFT.append(f"{each.pid} {command_of(each)[:120]}")
-            each.kill()
+        BROWSERS_LEFT.extend(outlived(tree))

@@ -181,12 +181,6 @@ def commands(processes: list[psutil.Process]) -> set[str]:
     return {Path(word).name for each in processes for word in hub_harness.command_of(each).split()}
 
 
-def gone(processes: list[psutil.Process]) -> list[str]:
-    """Those of ``processes`` still alive after a bounded wait, described."""
-    _, alive = psutil.wait_procs(processes, timeout=harness.seconds(20))
-    return [f"{each.pid} {hub_harness.command_of(each)[:120]}" for each in alive]
-
-
 def test_a_student_in_trouble_breaks_nothing_of_the_others(hub, students):
     """Ada's kernel is killed mid-lesson, Ben restarts his, Cy runs two lessons at once
     and closes one tab mid-lesson: the others' lessons run to the end, nothing is left."""
@@ -237,8 +231,10 @@ def test_a_student_in_trouble_breaks_nothing_of_the_others(hub, students):
             assert harness.errors_in(cells) == [], name
         assert {"redis-server", "wspatterns.pubsub.worker_process"} <= ada_had
         assert {"redis-server", "chat_node.py"} <= ben_had
-        assert gone(ada_started) == [], "what ada's kernel started outlived it"
-        assert gone(ben_started) == [], "what ben's kernel started outlived its restart"
+        assert hub_harness.outlived(ada_started) == [], "what ada's kernel started outlived it"
+        assert hub_harness.outlived(ben_started) == [], (
+            "what ben's kernel started outlived its restart"
+        )
         assert harness.errors_in(ben_again) == [], "ben's lesson after the restart"
         assert cy_05["errors"] == [], "cy's lesson 05, beside her other tab"
         for student in (ada, ben):

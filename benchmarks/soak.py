@@ -16,6 +16,13 @@ process it started (workers, programs, Redis), at the start and the end of the m
 and every error seen. The goal: memory flat after the first minute (warm-up), 0 errors.
 
     python benchmarks/soak.py [--minutes 10] [--clients 20]
+    WSPATTERNS_CAP=10000 python benchmarks/soak.py
+
+Warm-up lasts until every flow holds its cap's worth of events: with the default cap
+(100,000) and 20 clients, the workers' flows fill in about five minutes, the chat
+programs' in more than ten. ``WSPATTERNS_CAP``, read by this process and every process
+it starts, makes that the first minute, so that the minutes after it show a leak if
+there is one.
 
 RSS alone cannot tell a leak from memory the allocator keeps after a peak. So each
 minute also prints ``traced``: the memory Python's objects hold in this process
@@ -44,7 +51,7 @@ from pathlib import Path
 import psutil
 import websockets
 
-from wspatterns import stop_all
+from wspatterns import settings, stop_all
 from wspatterns.apps import flow_of, start_app
 from wspatterns.pubsub import start_redis, start_workers
 
@@ -200,8 +207,8 @@ async def main() -> int:
     traffic = args.minutes if args.traffic is None else args.traffic
     soak = Soak(args.clients, now + 60 * args.minutes, args.every, now + 60 * traffic, args.trace)
     print(f"{args.minutes} min, {args.clients} clients per set-up for {traffic:g} min,"
-          f" flows read every {args.every:g} s. MiB: RSS; traced, Python's objects in this"
-          f" process at the minute's end, then after gc.collect(), and their peak during it;"
+          f" flows read every {args.every:g} s, each flow's cap {settings.CAP:,} events."
+          f" MiB: RSS; traced, Python's objects in this process at the minute's end, then after gc.collect(), and their peak during it;"
           f" tm own, tracemalloc's own memory (in the kit's RSS, not in traced)")  # fmt: skip
     print(f"{'minute':>6} {'kit start':>9} {'kit end':>9} {'traced':>6} {'gc':>6} {'peak':>6}"
           f" {'tm own':>6} {'children st':>10} {'children end':>10}"

@@ -213,6 +213,22 @@ async def test_a_flow_at_the_cap_comes_back_whole_every_time_and_the_program_goe
     assert ("server", 1001) in closes  # its last flow, told as it ended
 
 
+async def test_a_cap_set_in_the_environment_is_the_programs_too(program, monkeypatch):
+    monkeypatch.setenv("WSPATTERNS_CAP", "30")  # read by the program's kit when it starts
+    app = await start_app(program, name="echo-1")
+    client = await app.connect("alice")
+    for number in range(40):
+        await client.send(f"{number}")
+        async with asyncio.timeout(BOUND):
+            await client.recv()
+    flow = await app.flow()
+    served = [event for event in flow.events if event.at == "server"]
+    assert len(served) == 30  # the program's cap; 81 were recorded there
+    assert [event.head for event in served[-2:]] == [b"39", b"39"]
+    assert len(client.flow.events) == 81  # this process kept its own cap, read at its start
+    await app.stop()
+
+
 async def test_what_a_program_writes_on_stderr_is_shown_naming_it(program, capsys):
     app = await start_app(program, name="echo-1")
     client = await app.connect("dave")

@@ -12,6 +12,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -298,3 +301,21 @@ def test_the_default_reads_timeout_when_the_call_is_made(monkeypatch):
     assert settings.timeout_seconds(settings.DEFAULT) == 3.0
     assert settings.timeout_seconds(None) is None
     assert settings.timeout_seconds(0.5) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("WSPATTERNS_CAP", "lots"), ("WSPATTERNS_CAP", "0"), ("WSPATTERNS_CAP", "2.5"),
+     ("WSPATTERNS_TIMEOUT", "soon"), ("WSPATTERNS_TIMEOUT", "-1"), ("WSPATTERNS_TIMEOUT", "nan")],
+)  # fmt: skip
+def test_a_setting_from_the_environment_is_checked_when_the_kit_is_imported(variable, value):
+    code = "import wspatterns; print(wspatterns.settings.CAP, wspatterns.settings.TIMEOUT)"
+    env = {**os.environ, "WSPATTERNS_CAP": "7", "WSPATTERNS_TIMEOUT": "1.5"}
+    good = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert good.stdout == "7 1.5\n"
+    bad = subprocess.run([sys.executable, "-c", "import wspatterns"], capture_output=True,
+                         text=True, env={**os.environ, variable: value})  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines()[-1] == (
+        f"wspatterns.errors.InvalidArgumentError: {variable}={value!r}: it must be a positive number."
+    )

@@ -1,7 +1,8 @@
 """The kit's few settings, on the lowest floor: every module may import them.
 
-``TIMEOUT`` bounds what the kit adds (opening a client, ``wait_closed()``, ``run()``,
-the waits of :mod:`~wspatterns.waiting`, programs and workers, its own checkers); set
+``CAP`` is how many events a flow keeps; set ``WSPATTERNS_CAP`` to change it. ``TIMEOUT``
+bounds what the kit adds (opening a client, ``wait_closed()``, ``run()``, the waits of
+:mod:`~wspatterns.waiting`, programs and workers, its own checkers); set
 ``WSPATTERNS_TIMEOUT`` to change it. It never bounds ``recv()``: that waits as long as
 websockets' own does.
 
@@ -28,8 +29,27 @@ from typing import Any, Final, TypeAlias
 
 from websockets.asyncio.server import ServerConnection
 
+from .errors import InvalidArgumentError
+
+
+def _from_environment(variable: str, default: str, convert: Callable[[str], Any]) -> Any:
+    """The setting in ``variable`` of the environment, a positive number; ``default`` if unset."""
+    text = os.environ.get(variable, default)
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise InvalidArgumentError(f"{variable}={text!r}: it must be a positive number.")
+    return value
+
+
 #: Seconds a wait of the kit may take before it gives up, unless told otherwise.
-TIMEOUT: float = float(os.environ.get("WSPATTERNS_TIMEOUT", "10"))
+TIMEOUT: float = _from_environment("WSPATTERNS_TIMEOUT", "10", float)
+
+#: Events a flow keeps unless its ``cap`` says otherwise; set ``WSPATTERNS_CAP`` to change
+#: it, for the flows of the programs and workers the kit starts too (they inherit it).
+CAP: int = _from_environment("WSPATTERNS_CAP", "100000", int)
 
 #: Seconds a handler gets to return after its connection is closed by ``stop()``.
 STOP_GRACE: float = 2.0

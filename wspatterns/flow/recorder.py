@@ -41,6 +41,7 @@ from websockets.extensions import Extension
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import ExtensionName
 
+from .. import settings
 from ..errors import InvalidArgumentError
 from ..internals import inside_broadcast, put_extension_first, undecodable
 from .events import (
@@ -61,9 +62,9 @@ from .events import (
 )
 from .folding import Ends, Folded
 
-#: Events a flow keeps unless told otherwise; older ones are dropped and counted.
-#: A broadcast counts as one event for every :data:`FANOUT` connections it reached.
-CAP = 100_000
+#: Events a flow keeps unless told otherwise (100,000, or ``WSPATTERNS_CAP``), older ones
+#: dropped and counted. A broadcast counts one for every :data:`FANOUT` connections reached.
+CAP = settings.CAP
 
 #: Deliveries of a broadcast that weigh one event against the cap (8 bytes each, against
 #: about 200 for an event on its own).

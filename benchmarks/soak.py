@@ -208,7 +208,8 @@ async def main() -> int:
     soak = Soak(args.clients, now + 60 * args.minutes, args.every, now + 60 * traffic, args.trace)
     print(f"{args.minutes} min, {args.clients} clients per set-up for {traffic:g} min,"
           f" flows read every {args.every:g} s, each flow's cap {settings.CAP:,} events."
-          f" MiB: RSS; traced, Python's objects in this process at the minute's end, then after gc.collect(), and their peak during it;"
+          f" MiB: RSS; traced, Python's objects in this process at the minute's end,"
+          f" then after gc.collect(), and their peak during it;"
           f" tm own, tracemalloc's own memory (in the kit's RSS, not in traced)")  # fmt: skip
     print(f"{'minute':>6} {'kit start':>9} {'kit end':>9} {'traced':>6} {'gc':>6} {'peak':>6}"
           f" {'tm own':>6} {'children st':>10} {'children end':>10}"

@@ -316,6 +316,5 @@ def test_a_setting_from_the_environment_is_checked_when_the_kit_is_imported(vari
     bad = subprocess.run([sys.executable, "-c", "import wspatterns"], capture_output=True,
                          text=True, env={**os.environ, variable: value})  # fmt: skip
     assert bad.returncode == 1
-    assert bad.stderr.splitlines()[-1] == (
-        f"wspatterns.errors.InvalidArgumentError: {variable}={value!r}: it must be a positive number."
-    )
+    said = f"{variable}={value!r}: it must be a positive number."
+    assert bad.stderr.splitlines()[-1] == f"wspatterns.errors.InvalidArgumentError: {said}"

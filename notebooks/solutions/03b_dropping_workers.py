@@ -1,22 +1,22 @@
 import asyncio
 
-from websockets.protocol import State
-
 
 def dropping_workers(consume, count):
     async def handler(websocket):
         queue = asyncio.Queue(count)
 
-        async def worker():
-            while True:
-                message = await queue.get()
-                try:
-                    if websocket.state is State.OPEN:  # else the client is gone: drop it
-                        await consume(message)
-                finally:
-                    queue.task_done()
-
         async with asyncio.TaskGroup() as group:
+            gone = group.create_task(websocket.wait_closed())  # done once the client is gone
+
+            async def worker():
+                while True:
+                    message = await queue.get()
+                    try:
+                        if not gone.done():  # else nobody is there to hear it: drop it
+                            await consume(message)
+                    finally:
+                        queue.task_done()
+
             team = [group.create_task(worker()) for _ in range(count)]
             try:
                 async for message in websocket:

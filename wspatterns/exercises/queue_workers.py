@@ -114,8 +114,8 @@ async def check_workers(dropping_workers: Callable[..., Any]) -> Report:
 DROP_HINT = (
     "once the client is gone, drop what nobody has started. With a bounded queue, part "
     "of it still waits in websockets' buffer, and `async for` hands it over after the "
-    "client left: a worker can check `websocket.state is State.OPEN` (State from "
-    "websockets.protocol) before it consumes."
+    "client left: a worker can check, before it consumes, whether a task awaiting "
+    "`websocket.wait_closed()` is done."
 )
 
 

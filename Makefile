@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install html clean hub
+.PHONY: lab test install html clean hub browser-outputs
 
 # The class hub's proxy (configurable-http-proxy, from npm) for deploy/ and tests/test_hub.py.
 # Without npm, `make test` goes on and the hub test says how to get it.
@@ -46,6 +46,11 @@ $(STAMP): pyproject.toml
 html: $(STAMP)
 	mkdir -p build/html
 	$(BIN)/jupyter nbconvert --to html --execute --output-dir build/html notebooks/*.ipynb
+
+# What the lessons' cells that need a page (nbval skips them) showed in JupyterLab in
+# Chromium, written back into notebooks/ for readers of the committed lessons.
+browser-outputs: $(STAMP)
+	WSPATTERNS_SAVE_OUTPUTS=1 $(BIN)/python -m pytest tests/test_browser.py -k test_lessons_in_a_browser
 
 clean:
 	rm -rf $(VENV) build deploy/node_modules

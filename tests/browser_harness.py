@@ -420,6 +420,24 @@ def shutdown_kernels(lab: Lab) -> None:
         lab.api(f"sessions/{session['id']}", "DELETE")
 
 
+CELL_OF = """
+const panel = window.wspatternsPanel;
+return arguments[0].map((node) => panel.content.widgets.findIndex((cell) => cell.node.contains(node)));
+"""
+
+
+def pictures_of_clients(chrome: Any) -> dict[int, bytes]:
+    """A PNG of each browser client drawn in the open notebook, by the index of its cell."""
+    from selenium.webdriver.common.by import By
+
+    drawn = chrome.find_elements(By.CSS_SELECTOR, ".wsp-browser")
+    pictures = {}
+    for cell, widget in zip(chrome.execute_script(CELL_OF, drawn), drawn, strict=True):
+        chrome.execute_script("arguments[0].scrollIntoView({block: 'center'});", widget)
+        pictures[cell] = widget.screenshot_as_png
+    return pictures
+
+
 def screenshot_widgets(chrome: Any, folder: Path, prefix: str) -> list[Path]:
     """A PNG of each browser client drawn in the page (scrolled into view first)."""
     from selenium.webdriver.common.by import By

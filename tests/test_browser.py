@@ -12,11 +12,15 @@ direct: tests/test_hub.py runs them through the proxy, on a real JupyterHub.
 ``test_lessons_in_a_browser`` runs; by default, the lessons that open a browser client or
 a program's page in a tab (``browser_tab``).
 ``WSPATTERNS_SCREENSHOTS`` (a folder) keeps the screenshots the tests take.
+``WSPATTERNS_SAVE_OUTPUTS=1`` (``make browser-outputs``) writes what the cells that need a
+page showed in that run back into the lessons, so that a reader of a committed lesson sees
+under them what happened (nbval skips them, and so nbconvert cannot fill them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -660,6 +664,63 @@ print("FACTS", _json.dumps(_facts))
 """
 
 
+def page_cells(path: Path) -> list[nbformat.NotebookNode]:
+    """The code cells of a lesson that need a notebook page: nbval skips them."""
+    cells = nbformat.read(path, as_version=4).cells
+    return [cell for cell in cells if cell.cell_type == "code" and SKIP_TAGS & set(tags(cell))]
+
+
+def tags(cell: nbformat.NotebookNode) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def as_committed(output: dict, picture: bytes | None) -> dict:
+    """An output of a run in JupyterLab as a lesson keeps it. A widget's view would draw
+    nothing without its kernel (its state is not saved with the notebook): a browser client
+    becomes ``picture``, its page as the run left it; anything else keeps its text."""
+    output = {key: value for key, value in output.items() if key != "execution_count"}
+    data = output.get("data", {})
+    if any("widget" in key for key in data):
+        if picture is not None:
+            data = {"image/png": base64.b64encode(picture).decode()}
+        else:
+            data = {key: value for key, value in data.items() if "widget" not in key}
+        output["data"] = data
+    if output["output_type"] == "execute_result":
+        output["execution_count"] = None  # not numbered with the run that made the others
+    return output
+
+
+def save_page_outputs(lesson: Path, ran: list[dict], pictures: dict[int, bytes]) -> None:
+    """Write into ``lesson`` what its page cells showed in JupyterLab (``ran``)."""
+    notebook = nbformat.read(lesson, as_version=4)
+    assert len(notebook.cells) == len(ran), f"{lesson.name} changed while it ran"
+    for index, (cell, run) in enumerate(zip(notebook.cells, ran, strict=True)):
+        if cell.cell_type == "code" and SKIP_TAGS & set(tags(cell)):
+            assert cell.source == run["source"], f"{lesson.name} changed while it ran"
+            picture = pictures.get(index)
+            cell.outputs = [nbformat.from_dict(as_committed(out, picture)) for out in run["outputs"]]
+            cell.execution_count = None
+    nbformat.write(notebook, lesson)
+
+
+def test_what_a_page_cell_shows_is_committed_under_it():
+    """A reader of a committed lesson sees under each cell that needs a page what it showed
+    in a real JupyterLab (``make browser-outputs`` writes it): output, no error, no widget
+    that cannot draw without its kernel."""
+    missing = []
+    for lesson in browser_lessons():
+        for cell in page_cells(lesson):
+            where = f"{lesson.name}: {cell.source.splitlines()[0][:60]!r}"
+            kinds = [output.output_type for output in cell.outputs]
+            if not kinds or "error" in kinds:
+                missing.append(f"{where} shows {kinds or 'nothing'}")
+            for output in cell.outputs:
+                if any("widget" in key for key in output.get("data", {})):
+                    missing.append(f"{where} keeps a widget's view")
+    assert browser_lessons() and not missing, "run `make browser-outputs`:\n" + "\n".join(missing)
+
+
 # Served from 127.0.0.1, the lessons' pages take the direct route; tests/test_hub.py runs
 # them for several students on a real JupyterHub, where they go through the proxy.
 @pytest.mark.parametrize("route", ["direct"])
@@ -679,6 +740,8 @@ def test_lessons_in_a_browser(route, labs, chromes, tmp_path):
         cells = harness.run_all(chrome)
         harness.screenshot_widgets(chrome, screenshots(tmp_path), f"{lab.route}-{lesson.stem}")
         assert harness.errors_in(cells) == [], lesson.name
+        if os.environ.get("WSPATTERNS_SAVE_OUTPUTS"):
+            save_page_outputs(lesson, cells, harness.pictures_of_clients(chrome))
         answer = harness.execute(chrome, CHECK_LESSON)
         assert answer["error"] is None, answer
         facts = facts_in(answer["stdout"])

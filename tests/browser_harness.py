@@ -422,7 +422,8 @@ def shutdown_kernels(lab: Lab) -> None:
 
 CELL_OF = """
 const panel = window.wspatternsPanel;
-return arguments[0].map((node) => panel.content.widgets.findIndex((cell) => cell.node.contains(node)));
+const cellOf = (node) => panel.content.widgets.findIndex((cell) => cell.node.contains(node));
+return arguments[0].map(cellOf);
 """
 
 

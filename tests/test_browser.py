@@ -699,7 +699,8 @@ def save_page_outputs(lesson: Path, ran: list[dict], pictures: dict[int, bytes])
         if cell.cell_type == "code" and SKIP_TAGS & set(tags(cell)):
             assert cell.source == run["source"], f"{lesson.name} changed while it ran"
             picture = pictures.get(index)
-            cell.outputs = [nbformat.from_dict(as_committed(out, picture)) for out in run["outputs"]]
+            outputs = [as_committed(output, picture) for output in run["outputs"]]
+            cell.outputs = [nbformat.from_dict(output) for output in outputs]
             cell.execution_count = None
     nbformat.write(notebook, lesson)
 

@@ -20,6 +20,18 @@ connection and restarts) and :mod:`~wspatterns.exercises.room_history` (06: a ch
 that sends whoever joins what was said before). What they share is in
 :mod:`~wspatterns.exercises.harness`, :mod:`~wspatterns.exercises.scripted` and
 :mod:`~wspatterns.exercises.report`.
+
+A checker of your own is written with the same pieces, exported here; the guide
+``notebooks/make_a_lesson.ipynb`` builds a lesson and its checker with them:
+
+- business logic, scripted: :class:`ScriptedConsume`, :class:`ScriptedProduce`, or a
+  subclass of :class:`ScriptedLogic` for another shape;
+- your handler, built and served under watch: :func:`build`, :func:`serving`, :class:`Watch`;
+- a scripted client and bounded waits: :func:`checker_client`, :func:`send_all`,
+  :func:`receive`, :func:`next_message`, :func:`in_time`, :func:`until`, each bounded by a
+  few times :data:`GRACE`;
+- the lines of a :class:`Report`: ``report.add(...)``, ``report.skip(...)`` (not reached),
+  and :func:`judge_end` for how the handler ended.
 """
 
 from __future__ import annotations
@@ -27,6 +39,19 @@ from __future__ import annotations
 from .chat_room import check_chat_room
 from .consumer import check_consumer
 from .consumer_and_producer import check_consumer_and_producer
+from .harness import (
+    GRACE,
+    Watch,
+    build,
+    checker_client,
+    in_time,
+    judge_end,
+    next_message,
+    receive,
+    send_all,
+    serving,
+    until,
+)
 from .producer import check_producer
 from .queue_workers import check_workers
 from .report import Mark, Report
@@ -34,11 +59,18 @@ from .report import Mark, Report
 # Last: it needs Redis and the pub/sub room, which the other exercises do not.
 from .resuming_client import check_resuming_client
 from .room_history import check_room_history
+from .scripted import ScriptedConsume, ScriptedLogic, ScriptedProduce
 from .solutions import solution
 
 __all__ = [
+    "GRACE",
     "Mark",
     "Report",
+    "ScriptedConsume",
+    "ScriptedLogic",
+    "ScriptedProduce",
+    "Watch",
+    "build",
     "check_chat_room",
     "check_consumer",
     "check_consumer_and_producer",
@@ -46,5 +78,13 @@ __all__ = [
     "check_resuming_client",
     "check_room_history",
     "check_workers",
+    "checker_client",
+    "in_time",
+    "judge_end",
+    "next_message",
+    "receive",
+    "send_all",
+    "serving",
     "solution",
+    "until",
 ]

@@ -1,5 +1,11 @@
 """What every checker does: build your handler, serve it under watch, drive it, judge how it ended.
 
+The pieces a teacher needs to write a checker of their own are public, exported by
+:mod:`wspatterns.exercises` (``notebooks/make_a_lesson.ipynb`` builds one with them):
+:func:`build`, :func:`serving` and :class:`Watch`, :func:`checker_client`,
+:func:`send_all`, :func:`receive`, :func:`next_message`, :func:`in_time`,
+:func:`until` and :func:`judge_end`. The rest serves the kit's own checkers.
+
 Every wait here is bounded. A kit client's ``recv()`` waits for ever, as
 websockets' own does, so the checker bounds each read itself
 (:func:`receive`, :func:`next_message`); a handler that hangs costs a check
@@ -38,14 +44,21 @@ CLIENT_TIMEOUT = GRACE * 4
 
 
 class Watch:
-    """Wraps your handler to note when a run of it ended, and what it raised."""
+    """Wraps your handler to note when a run of it ended, and what it raised.
+
+    ``ended`` is set when a run of the handler returns or raises, and cleared when the next
+    run starts (or by :func:`checker_client`); ``error`` is what the latest failed run raised,
+    kept until you set it back to None. One watch follows one run at a time: with several
+    clients at once, ``ended`` says only that some run ended.
+    """
 
     def __init__(self) -> None:
         self.ended = asyncio.Event()
         self.error: BaseException | None = None
 
     def wrap(self, handler: Handler) -> Handler:
-        """The handler to serve: yours, watched."""
+        """The handler to serve: yours, watched. What yours raises is noted on ``error`` and
+        raised on, so websockets still closes the connection with 1011 as it would."""
 
         @functools.wraps(handler)
         async def watched(websocket: ServerConnection) -> None:
@@ -61,7 +74,8 @@ class Watch:
         return watched
 
     async def end(self, seconds: float = GRACE) -> bool:
-        """Wait up to ``seconds`` for the handler to end; True if it did."""
+        """Wait up to ``seconds`` for the handler to end; True if it did, False if it still
+        runs (never a TimeoutError)."""
         return await in_time(seconds, self.ended.wait())
 
 
@@ -69,7 +83,11 @@ class Watch:
 
 
 async def in_time(seconds: float, awaitable: Awaitable[Any]) -> bool:
-    """Await ``awaitable`` for at most ``seconds``; whether it finished in time."""
+    """Await ``awaitable`` for at most ``seconds``; whether it finished in time.
+
+    Late, it is cancelled and the answer is False, never a TimeoutError; what it returns is
+    dropped, and an exception it raises in time is raised here.
+    """
     try:
         await within(seconds, awaitable, lambda: "")
     except TimeoutError:
@@ -78,7 +96,8 @@ async def in_time(seconds: float, awaitable: Awaitable[Any]) -> bool:
 
 
 async def until(condition: Callable[[], bool], seconds: float = GRACE) -> bool:
-    """Poll ``condition`` until it holds or ``seconds`` pass; whether it came to hold."""
+    """Poll ``condition`` every few milliseconds until it holds or ``seconds`` pass; whether it
+    came to hold (False, never a TimeoutError, if not). An exception it raises is raised here."""
     try:
         await wait_until(condition, seconds)
     except TimeoutError:
@@ -90,8 +109,13 @@ async def until(condition: Callable[[], bool], seconds: float = GRACE) -> bool:
 
 
 def build(report: Report, make: Any, logic: dict[str, Any]) -> Handler | None:
-    """Call your function with ``logic`` (by name) to get a handler; None, and a line on the
-    report saying what is wrong, if it cannot."""
+    """Call your function with the values of ``logic``, in order, to get a handler.
+
+    ``logic`` maps each argument's name (as the lesson's instructions call it) to what the
+    checker passes in. When ``make`` is not such a function (the handler itself, something
+    not callable, one that raises, one that returns no ``async def``), the answer is None and
+    a failed line on ``report`` says what is wrong in plain words; it never raises for that.
+    """
     name = getattr(make, "__name__", repr(make))
     args = ", ".join(logic)
     if not callable(make):
@@ -125,7 +149,14 @@ def build(report: Report, make: Any, logic: dict[str, Any]) -> Handler | None:
 async def serving(
     handler: Handler, exercise: str, *logic: ScriptedLogic
 ) -> AsyncIterator[tuple[Server, Watch]]:
-    """Serve ``handler`` under watch; stop it, and close what it never awaited, afterwards."""
+    """Serve ``handler`` under a new :class:`Watch`: ``async with serving(...) as (server,
+    watch):``.
+
+    The server is called ``check <exercise>`` and is quiet (a report says what went wrong,
+    not a traceback under the cell). On the way out it is stopped, giving handlers
+    ``GRACE / 2`` seconds, and each ``logic`` closes the coroutines your handler made but
+    never awaited, so Python does not warn about them. Raises what :func:`serve` raises.
+    """
     watch = Watch()
     # quiet: the report says what went wrong; no second account under the cell.
     server = await serve(watch.wrap(handler), name=f"check {exercise}", quiet=True)
@@ -144,7 +175,12 @@ async def open_client(server: Server, name: str) -> Client:
 
 @contextlib.asynccontextmanager
 async def checker_client(server: Server, watch: Watch) -> AsyncIterator[Client]:
-    """One client for one run of the handler; from now on ``watch.ended`` means that run ended."""
+    """One client called ``checker`` for one run of the handler: ``async with
+    checker_client(server, watch) as client:``; from now on ``watch.ended`` means that run
+    ended. The client closes (normally, 1000) on the way out, if the handler has not closed
+    it first. Raises what :func:`connect` raises: ServerStoppedError once the server has
+    stopped.
+    """
     watch.ended.clear()
     client = await open_client(server, "checker")
     try:
@@ -157,15 +193,21 @@ async def checker_client(server: Server, watch: Watch) -> AsyncIterator[Client]:
 
 
 async def send_all(client: Client, *messages: str) -> None:
-    """Send ``messages`` in order, stopping quietly if the handler has closed the connection."""
+    """Send ``messages`` in order, stopping quietly if the handler has closed the connection
+    (what was not sent is dropped: see it in what ``client`` received, or its ``close_code``).
+    A message websockets cannot send (neither str nor bytes) raises TypeError."""
     with contextlib.suppress(ConnectionClosed):
         for message in messages:
             await client.send(message)
 
 
 async def receive(client: Client, seconds: float, most: int | None = None) -> list[Data]:
-    """What ``client`` receives within ``seconds``: up to ``most`` messages, fewer if the
-    connection closes; often nothing, when that is the point."""
+    """What ``client`` receives within ``seconds``: up to ``most`` messages (all, when None),
+    fewer if the connection closes; often nothing, when that is the point.
+
+    Returns as soon as ``most`` have come or the connection has closed (then
+    ``client.close_code`` says how); never raises ConnectionClosed or TimeoutError.
+    """
     heard: list[Data] = []
     with contextlib.suppress(ConnectionClosed, TimeoutError):
         async with asyncio.timeout(seconds):
@@ -175,7 +217,8 @@ async def receive(client: Client, seconds: float, most: int | None = None) -> li
 
 
 async def next_message(client: Client, seconds: float = GRACE) -> Data | None:
-    """The next message ``client`` receives, or None if none comes within ``seconds``."""
+    """The next message ``client`` receives, or None if none comes within ``seconds`` or the
+    connection closes first (``client.close_code`` tells the two apart)."""
     heard = await receive(client, seconds, most=1)
     return heard[0] if heard else None
 
@@ -239,7 +282,13 @@ def not_over(early: bool, ended: bool) -> str | None:
 
 
 def judge_end(report: Report, watch: Watch, ended: bool, when: str, *, early: bool = False) -> bool:
-    """Add a line on how the handler ended: not too soon, in time, and without raising."""
+    """Add one line on how the handler ended, and return whether it passed.
+
+    ``ended`` is what :meth:`Watch.end` answered; ``when`` ends the sentence ("after the
+    client left"); ``early`` says the handler had already returned while the client was
+    still there. It fails a handler that returned early, is still running, or raised
+    (``watch.error``; a ConnectionClosed gets a hint), and passes one that ended quietly.
+    """
     error = watch.error
     if early:
         return report.add(

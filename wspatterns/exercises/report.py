@@ -73,6 +73,7 @@ class Report:
 
     @property
     def passed(self) -> bool:
+        """True when there is at least one line and every line passed (as ``bool(report)``)."""
         return bool(self.lines) and not self.failures and not self.not_reached
 
     def __bool__(self) -> bool:

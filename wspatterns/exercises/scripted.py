@@ -4,7 +4,9 @@ Your function gets these where a lesson's pattern gets its ``consume`` or
 ``produce``: :class:`ScriptedConsume` notes what it was given, when, and how
 many calls ran at once; :class:`ScriptedProduce` returns what the checker
 decided. Both count their calls and keep the coroutines they made, so a
-checker can tell a call that was never awaited.
+checker can tell a call that was never awaited. Business logic of another shape
+is a subclass of :class:`ScriptedLogic` (``notebooks/make_a_lesson.ipynb``
+writes one).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ T = TypeVar("T")
 
 
 class ScriptedLogic:
-    """Business logic that counts its calls and keeps their coroutines until they finish."""
+    """Business logic that counts its calls and keeps their coroutines until they finish.
+
+    Subclass it for logic of your own: ``__call__`` returns
+    ``self.made_one(self.run(...))``, where ``run`` is an ``async def`` doing what the
+    checker decided. ``calls`` then counts every call, awaited or not, and
+    :meth:`unawaited` counts those never awaited (the usual mistake: ``answer(x)``
+    without ``await``). Pass it to :func:`~wspatterns.exercises.serving`, which closes those
+    at the end so Python does not warn about them.
+    """
 
     def __init__(self) -> None:
         self.calls = 0
@@ -43,7 +53,8 @@ class ScriptedLogic:
         return len(idle)
 
     def made_one(self, coroutine: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
-        """Count a call, and keep its coroutine to tell later whether it was ever awaited."""
+        """Count a call, and keep its coroutine to tell later whether it was ever awaited;
+        returns ``coroutine`` itself, for ``__call__`` to return."""
         self.calls += 1
         self.made.append(coroutine)
         return coroutine

@@ -2,6 +2,8 @@
 
 python -m wspatterns serve echo --port 8765
 python -m wspatterns bench broadcast --clients 10 100 1000
+python -m wspatterns student-copy DEST
+python -m wspatterns grade SUBMISSION... [--out grades]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .patterns import PATTERNS
 from .runtime import serve
 from .runtime.handlers import name_of
 from .settings import STOP_GRACE, Handler
+from .teaching.catalog import LESSONS
 
 ABOUT = {
     "echo": "sends every message back",
@@ -106,8 +109,32 @@ def main(argv: list[str] | None = None) -> int:
         description="Install the kernel 'Python (wspatterns)', make it the default, and turn "
         "off JupyterLab's news question, all under this Python's sys.prefix.",
     )
+    copying = commands.add_parser(
+        "student-copy",
+        help="write the lessons as a class receives them, without our solutions",
+        description="Write the lessons to DEST (a new or empty folder) as a class receives "
+        "them: no solutions/, no cell that loads our solution, the exercises' outputs cleared.",
+    )
+    copying.add_argument("dest", type=Path, help="the folder to write (new or empty)")
+    copying.add_argument("--lessons", type=Path, default=LESSONS, help="the lessons to copy")
+    grading = commands.add_parser(
+        "grade",
+        help="grade submitted notebooks with the exercises' own checkers",
+        description="Run each submission's answers through the exercises' checkers, each in "
+        "a kernel of its own with a time limit, and write a row per student to "
+        "OUT/grades.csv and OUT/grades.html.",
+    )
+    grading.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION",
+                         help="a notebook, or a folder of one student's notebooks")  # fmt: skip
+    grading.add_argument("--out", type=Path, default=Path("grades"), help="where to write (grades)")
+    grading.add_argument("--lessons", type=Path, default=LESSONS, help="the lessons handed out")
+    grading.add_argument("--jobs", type=_jobs, help="answers graded at once (as many as cores)")
+    grading.add_argument("--time-limit", type=_seconds, default=120.0,
+                         help="seconds for each answer, its checker included (120)")  # fmt: skip
     args = parser.parse_args(argv)
 
+    if args.command in ("student-copy", "grade"):
+        return _teach(args, copying if args.command == "student-copy" else grading)
     if args.command == "setup":
         for path in setup():
             print(f"wrote {path}")
@@ -127,6 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _teach(args: argparse.Namespace, command: argparse.ArgumentParser) -> int:
+    from .teaching import grade, student_copy, write_gradebook  # pandas, kernels: only here
+
+    try:
+        if args.command == "student-copy":
+            written = student_copy(args.dest, args.lessons)
+            print(f"wrote {len(written)} notebooks to {args.dest}, without solutions/")
+            return 0
+        start = time.monotonic()
+        table = grade(args.submissions, lessons=args.lessons, jobs=args.jobs,
+                      time_limit=args.time_limit)  # fmt: skip
+    except (OSError, ValueError) as error:
+        command.error(str(error))
+    csv, page = write_gradebook(table, args.out)
+    took = time.monotonic() - start
+    print(f"graded {len(table)} submissions in {took:.0f} s: wrote {csv} and {page}")
     return 0
 
 
@@ -292,6 +338,12 @@ def _rate(text: str) -> float:
             "warm-up alone takes over 20 s; above, the event loop's timers cannot keep time)"
         )
     return rate
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"jobs must be a whole number, 1 or more; got {text!r}")
+    return int(text)
 
 
 def _seconds(text: str) -> float:

@@ -106,4 +106,14 @@ def import_cells(cells: list[Cell]) -> list[str]:
 
 def read_lesson(exercise: Exercise, lessons: Path = LESSONS) -> list[Cell]:
     """The cells of ``exercise``'s lesson in ``lessons``."""
-    return list(nbformat.read(lessons / exercise.lesson, as_version=4).cells)
+    return list(read_notebook(lessons / exercise.lesson).cells)
+
+
+def read_notebook(path: Path) -> Any:
+    """The notebook at ``path`` (nbformat's, version 4). Raises what nbformat raises for a
+    file that is not one."""
+    return nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+
+
+def write_notebook(notebook: Any, path: Path) -> None:
+    nbformat.write(notebook, path)  # type: ignore[no-untyped-call]

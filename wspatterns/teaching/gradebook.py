@@ -25,7 +25,9 @@ COLOURS = {
 }
 
 
-def write_gradebook(table: pandas.DataFrame, folder: str | Path, title: str = "Grades") -> tuple[Path, Path]:
+def write_gradebook(
+    table: pandas.DataFrame, folder: str | Path, title: str = "Grades"
+) -> tuple[Path, Path]:
     """Write ``table`` to ``folder`` (made if needed) as ``grades.csv`` and ``grades.html``;
     returns both paths."""
     folder = Path(folder)

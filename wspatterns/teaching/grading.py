@@ -38,14 +38,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pandas
 import psutil
 from jupyter_client.manager import AsyncKernelManager
 from tqdm.auto import tqdm
 
 from ..errors import InvalidArgumentError, MissingFileError
-from .catalog import EXERCISES, LESSONS, Cell, Exercise, answer_cell, import_cells, read_lesson
+from .catalog import (
+    EXERCISES,
+    LESSONS,
+    Cell,
+    Exercise,
+    answer_cell,
+    import_cells,
+    read_lesson,
+    read_notebook,
+)
 from .student_copy import LEFT_OUT
 
 #: Seconds one exercise of one submission may take, kernel start to checker's verdict.
@@ -87,8 +95,8 @@ def submissions(paths: Iterable[str | Path]) -> list[Submission]:
     found = []
     for given in map(Path, paths):
         if given.is_dir():
-            notebooks = sorted(p for p in given.rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
-            found.append(Submission(given.name, tuple(notebooks)))
+            notebooks = [p for p in given.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts]
+            found.append(Submission(given.name, tuple(sorted(notebooks))))
         elif given.exists():
             found.append(Submission(given.stem, (given,)))
         else:
@@ -110,7 +118,7 @@ def grade(
     at once (the number of cores); each stops after ``time_limit`` seconds. Works from a
     script and from a notebook (where it blocks the cell until the class is graded)."""
     if time_limit <= 0:
-        raise InvalidArgumentError(f"time_limit must be a positive number of seconds; got {time_limit!r}")
+        raise InvalidArgumentError(f"time_limit must be a number of seconds > 0; got {time_limit}")
     every = submissions(paths)
     jobs = max(1, jobs or os.cpu_count() or 1)
     work = _grade_all(every, Path(lessons), jobs, time_limit, progress)
@@ -181,7 +189,7 @@ def _answers(each: Submission) -> Iterator[tuple[Exercise, Cell | Grade]]:
     unreadable = []
     for path in each.notebooks:
         try:
-            read.append((path, list(nbformat.read(path, as_version=4).cells)))
+            read.append((path, list(read_notebook(path).cells)))
         except Exception as error:  # noqa: BLE001 - any file may be handed in
             unreadable.append(f"{path.name} is not a notebook ({type(error).__name__})")
     for exercise in EXERCISES:

@@ -12,13 +12,23 @@ import re
 import shutil
 from pathlib import Path
 
-import nbformat
-
 from ..errors import MissingFileError, WSPatternsError
-from .catalog import EXERCISES, LESSONS, Cell, answer_cell, is_code, loads_our_solution
+from .catalog import (
+    EXERCISES,
+    LESSONS,
+    Cell,
+    answer_cell,
+    is_code,
+    loads_our_solution,
+    read_notebook,
+    write_notebook,
+)
 
 #: What is not handed out: our solutions, and what a run or an editor leaves behind.
 LEFT_OUT = ("solutions", "__pycache__", ".ipynb_checkpoints", ".pytest_cache", "*.pyc")
+
+#: Notebooks for teachers, not for the class.
+TEACHERS_ONLY = ("make_a_lesson.ipynb",)
 
 # A sentence of prose that sends the reader to our solutions.
 _OFFER = re.compile(r"[^.!?\n]*`?solutions/[^.!?\n]*[.!?]\s*")
@@ -35,12 +45,13 @@ def student_copy(dest: str | Path, lessons: str | Path = LESSONS) -> list[Path]:
         raise MissingFileError(f"no lessons (*.ipynb) in {source.resolve()}")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise _Occupied(f"{target} already holds something: give a new or empty folder")
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*LEFT_OUT), dirs_exist_ok=True)
+    left_out = shutil.ignore_patterns(*LEFT_OUT, *TEACHERS_ONLY)
+    shutil.copytree(source, target, ignore=left_out, dirs_exist_ok=True)
     written = sorted(target.glob("*.ipynb"))
     for path in written:
-        notebook = nbformat.read(path, as_version=4)
+        notebook = read_notebook(path)
         notebook.cells = handed_out(notebook.cells, path.name)
-        nbformat.write(notebook, path)
+        write_notebook(notebook, path)
     return written
 
 
@@ -62,7 +73,7 @@ def handed_out(cells: list[Cell], lesson: str) -> list[Cell]:
         if exercise.lesson != lesson:
             continue
         answer = answer_cell(kept, exercise)
-        checks = [cell for cell in kept if is_code(cell) and cell.source.strip() == exercise.check_code]
+        checks = [c for c in kept if is_code(c) and c.source.strip() == exercise.check_code]
         for cell in [answer, *checks]:
             if cell is not None:
                 cell.outputs, cell.execution_count = [], None

@@ -26,7 +26,6 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from jupyter_core.paths import jupyter_runtime_dir
 
 from wspatterns import exercises
 from wspatterns.cli import main
@@ -220,21 +219,38 @@ HOSTILE = {
 }
 
 
-def listening() -> set[tuple[str, int]]:
+def listening() -> set[tuple[str, int, int | None]]:
+    """Listening sockets of this machine: (address, port, owner's pid)."""
     return {
-        (c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet") if c.status == "LISTEN"
+        (c.laddr.ip, c.laddr.port, c.pid)
+        for c in psutil.net_connections("inet")
+        if c.status == "LISTEN"
     }
 
 
-def marked() -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if MARKER in process.environ():
-                found.append(process)
-        except psutil.Error:
-            pass
-    return found
+def ours(process: psutil.Process, temporary: Path) -> bool:
+    """Whether ``process`` was started by a grading run whose temporary folder is in
+    ``temporary`` (other gradings may be under way on the machine)."""
+    try:
+        environ = process.environ()
+    except psutil.Error:
+        return False
+    return MARKER in environ and environ.get("TMPDIR", "").startswith(str(temporary))
+
+
+def entries(folder: str) -> set[str]:
+    return set(os.listdir(folder)) if os.path.isdir(folder) else set()
+
+
+def marked(temporary: Path) -> list[psutil.Process]:
+    return [process for process in psutil.process_iter() if ours(process, temporary)]
+
+
+def owner(pid: int | None) -> psutil.Process | None:
+    try:
+        return None if pid is None else psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -266,17 +282,24 @@ def graded(copy, tmp_path_factory):
     expected["not-a-notebook"] = {}
     with_answer(copy, EXERCISES[0], None, folder / "no-answer.ipynb")
     expected["no-answer"] = {}
-    ports, temporary = listening(), set(os.listdir(tempfile.gettempdir()))
-    runtime = set(os.listdir(jupyter_runtime_dir()))
-    start = time.monotonic()
-    table = grade(sorted(folder.iterdir()), lessons=copy, time_limit=60, progress=False)
-    took = time.monotonic() - start
+    # Everything temporary of the grader and its kernels goes here (kernels' connection
+    # files too), to be looked at after: other programs use the machine's meanwhile.
+    temporary = tmp_path_factory.mktemp("temporary")
+    ports = listening()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(temporary))
+        patch.setattr(tempfile, "tempdir", str(temporary))
+        start = time.monotonic()
+        table = grade(sorted(folder.iterdir()), lessons=copy, time_limit=60, progress=False)
+        took = time.monotonic() - start
     print(f"graded {len(table)} submissions in {took:.0f} s")
     left = {
-        "processes": marked(),
-        "ports": listening() - ports,
-        "temporary": set(os.listdir(tempfile.gettempdir())) - temporary,
-        "runtime": set(os.listdir(jupyter_runtime_dir())) - runtime,
+        "processes": marked(temporary),
+        "ports": {
+            port for port in listening() - ports
+            if (process := owner(port[2])) is not None and ours(process, temporary)
+        },
+        "temporary": entries(str(temporary)),
     }
     return folder, expected, table, left
 
@@ -307,7 +330,7 @@ def test_the_wrong_answers_of_the_exercise_tests_are_all_in_the_class(graded):
 
 def test_nothing_of_a_submission_is_left(graded):
     *_, left = graded
-    assert left == {"processes": [], "ports": set(), "temporary": set(), "runtime": set()}
+    assert left == {"processes": [], "ports": set(), "temporary": set()}
 
 
 def test_a_broken_file_gets_a_row_that_says_why(graded):

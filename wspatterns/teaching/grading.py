@@ -259,8 +259,11 @@ class __Sink:
 __sys.stdout = __sys.stderr = __Sink()
 """
 
+# The checker comes from the kit, never from the answer's cell: an answer that defines its
+# own check_consumer() is checked by the real one.
 _VERDICT = """
-__report = await {checker}({answer})
+from wspatterns.exercises import {checker} as __check
+__report = await __check({answer})
 __grade = __json.dumps([[mark.name, text] for mark, text in __report.lines])
 """
 

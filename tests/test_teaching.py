@@ -22,6 +22,7 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import psutil
@@ -253,11 +254,10 @@ def owner(pid: int | None) -> psutil.Process | None:
         return None
 
 
-@pytest.fixture(scope="module")
-def graded(copy, tmp_path_factory):
-    """The class: (its folder, what each student should get, the table, what was left)."""
-    folder = tmp_path_factory.mktemp("submissions")
-    expected: dict[str, dict[str, str]] = {}
+def make_class(copy: Path, folder: Path) -> dict[str, dict[str, Any]]:
+    """Write into ``folder`` a class's submissions made from the student copy ``copy``;
+    returns what each student should get, by exercise (left out: missing)."""
+    expected: dict[str, dict[str, Any]] = {}
     solution_of = {e.answer: (SOLUTIONS / f"{e.solution}.py").read_text() for e in EXERCISES}
     for exercise in EXERCISES:
         student = f"solution-{exercise.answer}"
@@ -282,6 +282,14 @@ def graded(copy, tmp_path_factory):
     expected["not-a-notebook"] = {}
     with_answer(copy, EXERCISES[0], None, folder / "no-answer.ipynb")
     expected["no-answer"] = {}
+    return expected
+
+
+@pytest.fixture(scope="module")
+def graded(copy, tmp_path_factory):
+    """The class: (its folder, what each student should get, the table, what was left)."""
+    folder = tmp_path_factory.mktemp("submissions")
+    expected = make_class(copy, folder)
     # Everything temporary of the grader and its kernels goes here (kernels' connection
     # files too), to be looked at after: other programs use the machine's meanwhile.
     temporary = tmp_path_factory.mktemp("temporary")

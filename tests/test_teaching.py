@@ -36,6 +36,7 @@ from wspatterns.teaching.grading import MARKER, STATUSES, Grade
 from wspatterns.teaching.student_copy import TEACHERS_ONLY
 
 from . import test_exercises, test_room_history
+from .utils import execute, kernel_manager
 
 SOLUTIONS = LESSONS / "solutions"
 BY_ANSWER = {exercise.answer: exercise for exercise in EXERCISES}
@@ -378,6 +379,18 @@ def test_the_command_line_grades_and_writes_the_gradebook(copy, tmp_path, capsys
     assert "no submission at" in capsys.readouterr().err
 
 
+def test_the_same_call_grades_from_a_notebook(copy, tmp_path, kernel):
+    exercise = EXERCISES[0]
+    solution = (SOLUTIONS / f"{exercise.solution}.py").read_text()
+    ada = with_answer(copy, exercise, solution, tmp_path / "ada.ipynb")
+    said = execute(kernel, f"""
+        from wspatterns.teaching import grade
+        table = grade([{str(ada)!r}], lessons={str(copy)!r})  # the kernel's loop is running
+        print(type(table).__name__, table.loc["ada", "bye_consumer"], table.shape)
+    """)  # fmt: skip
+    assert said["stdout"] == "DataFrame passed (1, 7)\n"
+
+
 def test_a_time_limit_must_be_positive(copy):
     with pytest.raises(ValueError, match="time_limit must be a number of seconds > 0"):
         grade([copy], time_limit=0)
@@ -387,15 +400,16 @@ def test_a_time_limit_must_be_positive(copy):
 
 
 @pytest.mark.timeout(900)
-def test_the_student_copy_runs_and_no_exercise_has_passed(copy):
+def test_the_student_copy_runs_and_no_exercise_has_passed(copy, tmp_path):
     """Every lesson with an exercise, run top to bottom in a kernel: no error, and each
     exercise's check says what is not yet done (the others are unchanged, and nbval runs
     them as committed)."""
     from nbclient import NotebookClient
 
-    for exercise in EXERCISES:
+    for number, exercise in enumerate(EXERCISES):
         notebook = nbformat.read(copy / exercise.lesson, as_version=4)
-        NotebookClient(notebook, timeout=600, kernel_name="python3",
+        kernel = kernel_manager(tmp_path / str(number))  # this Python's, as nbval's would be
+        NotebookClient(notebook, km=kernel, timeout=600,
                        resources={"metadata": {"path": str(copy)}}).execute()  # fmt: skip
         [check] = [cell for cell in notebook.cells if cell.source.strip() == exercise.check_code]
         shown = json.dumps(check.outputs)

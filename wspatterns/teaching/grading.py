@@ -31,6 +31,7 @@ import queue
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -40,6 +41,7 @@ from typing import Any
 
 import pandas
 import psutil
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from tqdm.auto import tqdm
 
@@ -215,7 +217,7 @@ async def _run(
     env = {**os.environ, MARKER: secret, "TMPDIR": str(temporary), "MPLBACKEND": "Agg"}
     for name in [name for name in env if name.startswith("JPY_")]:  # the grader's kernel's
         del env[name]
-    kernel = AsyncKernelManager(kernel_name="python3")
+    kernel = AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=_this_python(root))
     client = None
     try:
         async with asyncio.timeout(time_limit):
@@ -341,6 +343,21 @@ def _same_code(first: str, second: str) -> bool:
         return ast.dump(ast.parse(first)) == ast.dump(ast.parse(second))
     except SyntaxError:
         return first.strip() == second.strip()
+
+
+#: The kernel every answer runs on: an ipykernel of this very Python (the one whose kit
+#: grades), whatever kernels the machine's Jupyter lists under other names.
+KERNEL = "wspatterns-grading"
+
+
+def _this_python(root: Path) -> KernelSpecManager:
+    spec = root / "kernels" / KERNEL
+    if not spec.exists():
+        spec.mkdir(parents=True)
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        description = {"argv": argv, "display_name": KERNEL, "language": "python"}
+        (spec / "kernel.json").write_text(json.dumps(description), encoding="utf-8")
+    return KernelSpecManager(kernel_dirs=[str(spec.parent)])
 
 
 def _kill_marked(secret: str) -> None:

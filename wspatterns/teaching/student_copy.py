@@ -31,7 +31,7 @@ LEFT_OUT = ("solutions", "__pycache__", ".ipynb_checkpoints", ".pytest_cache", "
 TEACHERS_ONLY = ("make_a_lesson.ipynb",)
 
 # A sentence of prose that sends the reader to our solutions.
-_OFFER = re.compile(r"[^.!?\n]*`?solutions/[^.!?\n]*[.!?]\s*")
+_OFFER = re.compile(r" ?[^.!?\n]*`?solutions/[^.!?\n]*[.!?][ \t]*")
 # The name `solution` among what a cell imports from the exercises.
 _IMPORTED = re.compile(r"(from wspatterns\.exercises import [^\n]*?)(, solution\b|\bsolution, )")
 
@@ -67,6 +67,10 @@ def handed_out(cells: list[Cell], lesson: str) -> list[Cell]:
     for cell in kept:
         if cell.cell_type == "markdown" and "solutions/" in cell.source:
             cell.source = _OFFER.sub("", cell.source).rstrip()  # a sentence that points there
+        if cell.cell_type == "markdown":  # a line that links to what is not handed out
+            lines = cell.source.splitlines()
+            kept_lines = [line for line in lines if not any(n in line for n in TEACHERS_ONLY)]
+            cell.source = "\n".join(kept_lines).rstrip() if kept_lines != lines else cell.source
         if is_code(cell):
             cell.source = _IMPORTED.sub(r"\1", cell.source)
     for exercise in EXERCISES:

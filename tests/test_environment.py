@@ -3,6 +3,7 @@
 import re
 import sys
 import tomllib
+from importlib.resources import files
 from pathlib import Path
 
 import nbformat
@@ -39,6 +40,15 @@ def test_environment_yml_matches_pyproject():
 def test_the_requirements_parser_sees_a_mismatch():
     assert requirements(["websockets>=17"]) != requirements(["websockets>=16"])
     assert requirements(["nest_asyncio2"]) == requirements(["nest-asyncio2"])
+
+
+def test_the_kit_ships_its_type_hints():
+    # PEP 561: without the marker, a learner's mypy treats every kit name as Any.
+    assert (files("wspatterns") / "py.typed").is_file()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    assert "py.typed" in package_data["wspatterns"]
 
 
 def test_every_notebook_uses_the_kits_kernel():

@@ -24,6 +24,8 @@ from typing import Any
 
 import psutil
 
+from wspatterns.runtime.processes import free_port
+
 from . import browser_harness as harness
 
 ROOT = Path(__file__).parent.parent
@@ -42,12 +44,6 @@ def outside_address() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else address
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def command_of(process: psutil.Process) -> str:

@@ -2,11 +2,13 @@ import asyncio
 import contextlib
 import functools
 import http.server
+import re
 import socket
 import sys
 import textwrap
 import threading
 from asyncio.subprocess import PIPE
+from pathlib import Path
 
 import psutil
 import pytest
@@ -903,3 +905,23 @@ async def test_a_childs_long_line_is_cut_but_the_kits_own_line_is_read_whole():
     assert await read_output_line(stream) == (b"", 0)
     assert await read_output_line(stream) == (b"no newline", 0)
     assert await read_output_line(stream) is None
+
+
+def test_every_child_gets_its_port_from_one_free_port():
+    from wspatterns.apps import free_port as for_programs
+    from wspatterns.apps import launcher
+    from wspatterns.pubsub import redis_server
+    from wspatterns.runtime.processes import free_port
+
+    assert for_programs is launcher.free_port is redis_server.free_port is free_port
+    with socket.socket() as listener:  # free now: it can be bound
+        listener.bind(("127.0.0.1", free_port()))
+    # Nothing else in the kit finds a port its own way (binding to port 0).
+    package = Path(wspatterns.__file__).parent
+    binds = [
+        f"{path.relative_to(package.parent)}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        for line in path.read_text().splitlines()
+        if re.search(r"\.bind\(\(.*, 0\)\)", line)
+    ]
+    assert binds == ["wspatterns/runtime/processes.py: probe.bind((host, 0))"]

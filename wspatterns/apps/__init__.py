@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .launcher import App, flow_of, free_port, start_app
+from ..runtime.processes import free_port
+from .launcher import App, flow_of, start_app
 from .recording import recorded
 
 

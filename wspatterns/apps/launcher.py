@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -40,7 +39,7 @@ from ..flow import Flow, merge
 from ..flow.merging import crashed
 from ..reports import ErrorReport
 from ..runtime import connect, lifecycle
-from ..runtime.processes import ChildProcess, as_text, glimpse, read_output_line
+from ..runtime.processes import ChildProcess, as_text, free_port, glimpse, read_output_line
 from ..settings import DEFAULT, timeout_seconds
 from ..waiting import wait_until
 from .output import Output, StderrReports
@@ -299,14 +298,6 @@ class App(ChildProcess):
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else f"ended ({self.returncode})"
         return f"<App {self.name!r} ({self.path.name}) at {self.url} {state}>"
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (another program could take it before ours does)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def start_app(

@@ -55,7 +55,7 @@ import psutil
 
 from ..errors import MissingFileError, NotStartedByKitError, ProcessFailed
 from ..runtime import lifecycle
-from ..runtime.processes import die_with_parent
+from ..runtime.processes import die_with_parent, free_port
 from ..settings import DEFAULT, timeout_seconds
 
 HOW_TO_GET_ONE = (
@@ -386,7 +386,7 @@ def _prepare(name: str, binary: str | None, port: int | None) -> RedisServer:
         server = RedisServer(existing, None, None, name=name)
     else:
         secret = secrets.token_urlsafe(32)  # URL-safe: goes in the URL as it is
-        url = f"redis://:{secret}@127.0.0.1:{port or _free_port()}/0"
+        url = f"redis://:{secret}@127.0.0.1:{port or free_port()}/0"
         server = RedisServer(url, None, None, binary=binary, name=name)
     lifecycle.add("redis", name, server)
     return server
@@ -437,13 +437,6 @@ def _version(binary: str) -> tuple[int, ...]:
 def _quoted(value: str) -> str:
     """``value`` as a string in redis.conf: in double quotes, with \\ and " escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # What a started server answers to _hello(url).

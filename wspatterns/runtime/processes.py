@@ -26,6 +26,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -114,6 +115,15 @@ async def until_signal(work: Awaitable[object]) -> None:
 
 
 # The parent's side
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` right now, for a child to listen on (another program could
+    take it before the child does)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def read_line(stream: asyncio.StreamReader) -> bytes:

@@ -1,9 +1,12 @@
 import html
 import math
+import string
 import xml.etree.ElementTree as ElementTree
 
 import matplotlib
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect as raw_connect
 from websockets.asyncio.server import broadcast
 
@@ -305,6 +308,65 @@ async def test_clients_draws_only_their_connections():
     assert two.lanes == ["alice", "carol", "server"]
     assert "server → alice, carol: “hello, everyone” · 15 B" in two.text
     assert flow.sequence(clients=[]).text == "[nothing recorded yet]"
+
+
+async def test_an_error_note_is_whole_when_its_lane_comes_out_odd(capsys):
+    server = await crashed_server(KeyError("Atlantis"))
+    diagram = server.flow.sequence()
+    middles = [float(line.get("x1")) for line in svg_elements(diagram, "line")[:2]]
+    assert (middles[1] - middles[0]) % 2 == 1  # 37 characters: 7 × 37 + 36 = 295 px a lane
+    assert [text for text, _ in drawn_notes(diagram)][-1] == "⚠ handler raised KeyError: 'Atlantis'"
+    capsys.readouterr()
+
+
+def svg_elements(diagram, tag: str) -> list:
+    return list(ElementTree.fromstring(diagram.svg).iter(f"{{http://www.w3.org/2000/svg}}{tag}"))
+
+
+def drawn_notes(diagram) -> list[tuple[str, float]]:
+    """What each note of ``diagram``'s SVG says, and how wide its box is, top to bottom."""
+    elements = list(ElementTree.fromstring(diagram.svg))
+    return [
+        (elements[number + 1].text, float(element.get("width")))
+        for number, element in enumerate(elements)
+        if element.get("fill") == "#fff8c4"
+    ]
+
+
+NAMED = st.text(alphabet=string.ascii_lowercase + "-", min_size=1, max_size=24)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    clients=st.lists(NAMED, min_size=1, max_size=2, unique=True),
+    server=NAMED,
+    path=st.text(alphabet=string.ascii_lowercase + "/", max_size=40),
+    key=st.text(alphabet=string.ascii_letters + " ", max_size=70),
+)
+def test_a_note_is_cut_only_when_its_box_cannot_hold_it(clients, server, path, key):
+    # The layout's measure: 7 px a character; a note's box spans its lanes less 8 px a side
+    # and keeps 10 px a side for itself; lanes widen for a label up to 420 px each.
+    flow = Flow()
+    for connection, client in enumerate(clients, start=1):
+        end = flow.end(connection, server, client, "server")
+        end.add("open", detail="/" + path)
+        end.message("client", "where is it?")
+        end.add("error", detail=f"KeyError: {key!r}")
+    diagram = flow.sequence()
+    middles = [float(line.get("x1")) for line in svg_elements(diagram, "line")]
+    lane_width = middles[1] - middles[0]
+    notes = [step for step in diagram.steps if not step.arrow]
+    drawn = drawn_notes(diagram)
+    assert len(drawn) == len(notes)
+    for step, (text, box) in zip(notes, drawn, strict=True):
+        spots = [diagram.lanes.index(lane) for lane in step.lanes]
+        span = max(spots) - min(spots) + 1
+        if len(step.text) * 7 + 36 <= span * 420:  # the lanes widened for it: it is whole
+            assert text == step.text
+        assert box == span * lane_width - 16, step.text  # no pixel lost to rounding
+        if text != step.text:  # cut only when it truly does not fit
+            assert len(step.text) * 7 > box - 20, (step.text, text, box)
+            assert text == step.text[: int(box - 20) // 7] + "…"
 
 
 # Broadcasts

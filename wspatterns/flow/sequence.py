@@ -385,8 +385,10 @@ def _svg(lanes: list[str], steps: list[Step[str]]) -> str:
                 f"{_svg_text(printable(text, room))}</text>"
             )
         else:
+            # Its first lane's left edge to its last lane's right edge, less 8 px a side, as
+            # _lane_width counts it (an odd width halved down on both sides lost a character).
             left = min(x[lane] for lane in step.lanes) - lane_width // 2 + 8
-            right = max(x[lane] for lane in step.lanes) + lane_width // 2 - 8
+            right = max(x[lane] for lane in step.lanes) - lane_width // 2 + lane_width - 8
             out.append(
                 f'<rect x="{left}" y="{y - 11}" width="{right - left}" height="22" '
                 'fill="#fff8c4" stroke="#cc9"/>'

@@ -738,3 +738,27 @@ def test_our_solution_loads_beside_the_learners_answer_not_over_it(tmp_path):
     assert ours.bye_consumer(None) == "ours" and bye_consumer(None) == "mine"
     with pytest.raises(FileNotFoundError, match="there are: 01_bye_consumer"):
         solution("02_finite_producer", folder=tmp_path)
+
+
+# What build() and judge_end() say, through a kit checker.
+
+
+async def test_a_handler_passed_for_its_factory_is_shown_the_factory_by_the_exercise_s_name():
+    report = await exercises.check_consumer(a_handler)
+    shape = "`def bye_consumer(consume): async def handler(websocket): ... return handler`"
+    assert fails(report, "a_handler is a handler (async def)", shape), report
+    assert "def a_handler(" not in report.failures[0]
+
+
+def raises_at_once(consume):
+    async def handler(websocket):
+        raise RuntimeError("not written yet")
+
+    return handler
+
+
+async def test_a_handler_that_raised_while_the_client_was_there_is_not_said_to_have_returned():
+    report = await exercises.check_consumer(raises_at_once)
+    early = "Your handler raised RuntimeError while the client was still there: not written yet."
+    assert fails(report, early), report
+    assert not any("handler returned while" in line for line in report.failures), report

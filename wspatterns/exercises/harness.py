@@ -114,7 +114,8 @@ def build(report: Report, make: Any, logic: dict[str, Any]) -> Handler | None:
     ``logic`` maps each argument's name (as the lesson's instructions call it) to what the
     checker passes in. When ``make`` is not such a function (the handler itself, something
     not callable, one that raises, one that returns no ``async def``), the answer is None and
-    a failed line on ``report`` says what is wrong in plain words; it never raises for that.
+    a failed line on ``report`` says what is wrong in plain words, calling the function by
+    ``report``'s exercise; it never raises for that.
     """
     name = getattr(make, "__name__", repr(make))
     args = ", ".join(logic)
@@ -125,7 +126,7 @@ def build(report: Report, make: Any, logic: dict[str, Any]) -> Handler | None:
         report.add(
             False,
             f"{name} is a handler (async def); pass the function that builds one: "
-            f"`def {name}({args}):` defining `async def handler(websocket):` and returning it.",
+            f"`def {report.exercise}({args}): async def handler(websocket): ... return handler`.",
         )
         return None
     try:
@@ -285,11 +286,18 @@ def judge_end(report: Report, watch: Watch, ended: bool, when: str, *, early: bo
     """Add one line on how the handler ended, and return whether it passed.
 
     ``ended`` is what :meth:`Watch.end` answered; ``when`` ends the sentence ("after the
-    client left"); ``early`` says the handler had already returned while the client was
-    still there. It fails a handler that returned early, is still running, or raised
-    (``watch.error``; a ConnectionClosed gets a hint), and passes one that ended quietly.
+    client left"); ``early`` says the handler had already ended while the client was still
+    there. It fails a handler that ended early (saying so if it raised), is still running, or
+    raised (``watch.error``; a ConnectionClosed gets a hint), and passes one that ended quietly.
     """
     error = watch.error
+    if early and error is not None:
+        said = f": {error}" if str(error) else ""
+        return report.add(
+            False,
+            f"Your handler raised {type(error).__name__} while the client was still there"
+            f"{said}. It should keep serving until the client leaves.",
+        )
     if early:
         return report.add(
             False,

@@ -249,6 +249,23 @@ async def test_a_redis_server_that_cannot_start_says_why(tmp_path):
         start_redis_blocking(binary=str(broken), timeout=5)
 
 
+async def test_a_redis_is_taken_as_started_once_it_takes_its_secret_and_answers_ping():
+    from wspatterns.pubsub.redis_server import _answers
+    from wspatterns.runtime.processes import free_port
+
+    server = await start_redis()
+    try:
+        assert _answers(server.url)
+        assert not _answers(server.url.replace(secret_of(server), "wrong"))
+        closed = f"redis://:{secret_of(server)}@127.0.0.1:{free_port()}/0"
+        began = time.monotonic()
+        assert not _answers(closed)
+        assert time.monotonic() - began < 0.5  # asked once: the caller asks again
+    finally:
+        server.stop()
+    assert not _answers(server.url)
+
+
 async def test_a_killed_redis_restarts_on_the_same_port_with_the_same_secret_empty():
     server = await start_redis()
     url = server.url

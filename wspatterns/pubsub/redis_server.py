@@ -41,7 +41,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -52,6 +51,9 @@ from typing import IO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psutil
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..errors import MissingFileError, NotStartedByKitError, ProcessFailed
 from ..runtime import lifecycle
@@ -290,7 +292,7 @@ class RedisServer:
         if it does not (ProcessFailed) or if the caller gives up (cancelled)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while not await _answers(self.port, _hello(self.url)):
+            while not await asyncio.to_thread(_answers, self.url):
                 self._check_starting(deadline)
                 await asyncio.sleep(_POLL)
         except BaseException:
@@ -302,7 +304,7 @@ class RedisServer:
         """:meth:`_wait`, for code that cannot await."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while not _answers_blocking(self.port, _hello(self.url)):
+            while not _answers(self.url):
                 self._check_starting(deadline)
                 time.sleep(_POLL)
         except BaseException:
@@ -439,40 +441,18 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# What a started server answers to _hello(url).
-_WELCOME = b"+OK\r\n+PONG\r\n"
-
-
-def _hello(url: str) -> bytes:
-    """AUTH with the password in ``url``, then PING, in Redis's protocol."""
-    words = [b"AUTH", (urlsplit(url).password or "").encode()]
-    auth = b"*2\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in words)
-    return auth + b"*1\r\n$4\r\nPING\r\n"
-
-
-async def _answers(port: int, hello: bytes) -> bool:
+def _answers(url: str) -> bool:
+    """Whether the Redis at ``url`` takes its password and answers PING within half a second:
+    asked once, with no retry (a server that is starting is asked again by the caller)."""
+    client = redis.Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
     try:
-        async with asyncio.timeout(0.5):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                writer.write(hello)
-                return await reader.readexactly(len(_WELCOME)) == _WELCOME
-            finally:
-                writer.close()
-    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
         return False
-
-
-def _answers_blocking(port: int, hello: bytes) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
-            connection.sendall(hello)
-            reply = b""
-            while len(reply) < len(_WELCOME) and (more := connection.recv(64)):
-                reply += more
-            return reply.startswith(_WELCOME)
-    except OSError:
-        return False
+    finally:
+        client.close()
 
 
 def _tail(log: IO[bytes]) -> str:

@@ -43,7 +43,7 @@ from websockets.typing import ExtensionName
 
 from .. import settings
 from ..errors import InvalidArgumentError
-from ..internals import inside_broadcast, put_extension_first, undecodable
+from ..internals import put_extension_first, undecodable, written_by_broadcast
 from .events import (
     HEAD,
     Entry,
@@ -482,7 +482,7 @@ class ServerRecorder(Recorder):
         or, if not, a message of its own."""
         tail = self._tail
         self.sent += 1
-        if self._follows(tail[1]) and inside_broadcast(5):
+        if self._follows(tail[1]) and written_by_broadcast():
             self._turn_into_broadcast(tail[1], [self], [])
             return
         record = (_clock(), meta, len(data), bytes(data[:HEAD]))

@@ -8,13 +8,11 @@ recorded by its :class:`~wspatterns.flow.recorder.Recorder`.
 from __future__ import annotations
 
 import weakref
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from websockets.asyncio.connection import Connection
-from websockets.protocol import CLOSING, OPEN
 
-from ..internals import broadcast_message, closed_first_by_peer
+from ..internals import closed_first_by_peer, watch_broadcast_skips
 from .events import Side
 from .recorder import EventLog, Recorder, ServerRecorder
 
@@ -41,12 +39,10 @@ class Recording(Connection):
     :meth:`record_error` and the end of the connection are recorded here.
 
     ``broadcast()`` skips a connection that is not open, or that is sending a
-    fragmented message, having read its ``protocol`` attribute and nothing else.
-    So a server connection about to be one of those (its recorder saw a close
-    frame, or the first fragment of a message it sends; or it was lost) swaps
-    its class for a subclass where ``protocol`` is a property, which records a
-    skip when ``broadcast()`` is the one reading it. The subclass goes away by
-    itself once the connection is open again with no fragmented message under way.
+    fragmented message, without a word. A server connection about to be one of
+    those (its recorder saw a close frame, or the first fragment of a message it
+    sends; or it was lost) watches for that (:meth:`watch_for_skips`), which takes
+    websockets' internals: see :func:`wspatterns.internals.watch_broadcast_skips`.
     """
 
     recorder: Recorder | None = None
@@ -88,42 +84,12 @@ class Recording(Connection):
             recorder.gone()
 
     def watch_for_skips(self) -> None:
-        """From now on, record each ``broadcast()`` that passes over this connection."""
-        cls = type(self)
-        if not issubclass(cls, _Watched):
-            self.__class__ = _watched(cls)
+        """From now on, record each ``broadcast()`` that passes over this connection (unless
+        :data:`wspatterns.internals.BROADCAST_INTERNALS` is off)."""
+        watch_broadcast_skips(self)
 
-
-class _Watched(Recording):
-    """The class a :class:`Recording` connection takes while ``broadcast()`` would skip it."""
-
-    @property  # the attribute websockets sets, read through
-    def protocol(self) -> Any:
-        protocol = self.__dict__["protocol"]
-        passing = broadcast_message()
-        state = protocol.state
-        if state is OPEN and self.send_in_progress is None:
-            self.__class__ = self.__class__.__bases__[1]  # open again: back to the plain class
-        elif passing is not None and isinstance(self.recorder, ServerRecorder):
-            if state is not OPEN:
-                why = "closing" if state is CLOSING else "closed"
-            else:
-                why = "sending a fragmented message"
-            self.recorder.skipped(why, *passing)
-        return protocol
-
-    @protocol.setter
-    def protocol(self, protocol: Any) -> None:
-        self.__dict__["protocol"] = protocol
-
-
-_WATCHED: dict[type, type] = {}
-
-
-def _watched(cls: type) -> type:
-    """``cls`` with :class:`_Watched`'s ``protocol`` property in front (made once per class)."""
-    watched = _WATCHED.get(cls)
-    if watched is None:
-        namespace = {"__module__": cls.__module__}
-        watched = _WATCHED[cls] = type(cls.__name__, (_Watched, cls), namespace)
-    return watched
+    def broadcast_skipped(self, why: str, message: bytes, text: bool) -> None:
+        """``broadcast()``, writing ``message`` (``text`` or not), passed over this
+        connection, ``why`` ("closing", "closed", "sending a fragmented message")."""
+        if isinstance(self.recorder, ServerRecorder):
+            self.recorder.skipped(why, message, text)

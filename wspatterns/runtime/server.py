@@ -265,8 +265,9 @@ class Server:
             self._running[task] = (connection, running)
             await running
         except ConnectionClosed:
-            if self._stopped is None:  # not when the kit itself is closing it
-                self._report_failure(connection)
+            if self._stopped is not None:
+                return  # the kit itself closed it: nothing to report, nor for websockets to log
+            self._report_failure(connection)
             raise
         except HandlerNotAwaitableError:
             raise  # reported already; websockets closes the connection with 1011
@@ -325,6 +326,10 @@ class Server:
         self.errors.append(report)
         if not self.quiet:
             reports.show(report)
+
+    def reported(self, exc: BaseException) -> bool:
+        """True if ``exc`` itself is the exception of a report on ``errors``."""
+        return any(exc is report.exception for report in reversed(self.errors))
 
     # Stopping
 
@@ -524,9 +529,9 @@ class _ProblemsToServer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         server = getattr(record, "wspatterns_server", None)
-        if server is None or record.getMessage() == "connection handler failed":
-            return  # the kit reported that one already, pointing at the learner's code
         exc = record.exc_info[1] if record.exc_info else None
+        if server is None or exc is not None and server.reported(exc):
+            return  # what a handler raised, reported already, pointing at the learner's code
         server.report(
             ErrorReport(server.name, None, exc, f"server {server.name!r}: {record.getMessage()}.")
         )

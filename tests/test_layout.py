@@ -23,6 +23,17 @@
      This is a heuristic on names, not types: a foreign object whose private attribute shares
      a name this module defines slips through, and so does an internal without an underscore.
 
+- **websockets internals behind one gate.** Outside the modules of ``INTERNALS`` nothing
+  reads a stack frame (``sys._getframe``, ``inspect.currentframe``), reassigns an object's
+  ``__class__`` (``x.__class__ = ...``, ``setattr(x, "__class__", ...)``), takes a private name
+  of websockets (``from websockets.x import _y``, ``import websockets._x``, ``Name._y`` where
+  ``Name`` was imported from websockets), or matches websockets' log text: a string compared
+  with ``==``, ``in``..., or given to ``startswith``, ``endswith`` or ``re``, that holds a
+  message websockets logs or two words or more of one (read from its installed source).
+  Check b. above also reports ``connection.protocol._state``; this one says what the gate is
+  for, and sees what b. cannot: a frame read through a name imported from ``sys``, a class
+  swapped, websockets' words.
+
 - **No cycles.** No two modules import each other, even inside functions: every ``import`` and
   ``from ... import`` statement counts, wherever it stands (module level, inside a function,
   under ``if TYPE_CHECKING:``: a type-only import still ties the two modules together).
@@ -37,9 +48,12 @@ packages in ``tmp_path`` before trusting its silence on the real one.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import re
 import textwrap
 from collections import deque
 from dataclasses import dataclass
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
 
@@ -290,6 +304,137 @@ def check_privacy(root: Path, internals: frozenset[str] = INTERNALS) -> list[str
     return [f"{path}:{line}: {text}" for path, line, _, text in sorted(reports)]
 
 
+# How a module reads a stack frame: sys._getframe(), inspect.currentframe().
+FRAME_READERS = frozenset({"_getframe", "currentframe"})
+
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "exception", "critical"})
+
+
+@cache
+def websockets_log_texts() -> frozenset[str]:
+    """The words of every message the installed websockets logs, cut at its ``%s``-style
+    placeholders: ``connection handler failed``, ``skipped broadcast: failed to write message:``.
+    Pieces shorter than 8 characters are left out (``< EOF``)."""
+    spec = importlib.util.find_spec("websockets")
+    assert spec is not None and spec.origin is not None
+    texts = set()
+    for path in Path(spec.origin).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in LOG_LEVELS
+                and "logger" in ast.unparse(node.func.value)
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                pieces = re.split(r"%[-.0-9]*[a-z]", node.args[0].value)
+                texts.update(piece.strip() for piece in pieces if len(piece.strip()) >= 8)
+    return frozenset(texts)
+
+
+def matched_texts(node: ast.AST) -> list[str]:
+    """The strings ``node`` matches text against: the operands of a comparison, the arguments
+    of ``startswith``, ``endswith`` and of the ``re`` module's functions."""
+    if isinstance(node, ast.Compare):
+        operands = [node.left, *node.comparators]
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and (
+            node.func.attr in ("startswith", "endswith")
+            or isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "re"
+        )
+    ):
+        operands = [*node.args]
+    else:
+        return []
+    return [
+        each.value
+        for each in operands
+        if isinstance(each, ast.Constant) and isinstance(each.value, str) and len(each.value) >= 8
+    ]
+
+
+def check_internals(
+    root: Path, internals: frozenset[str] = INTERNALS, log_texts: frozenset[str] | None = None
+) -> list[str]:
+    """One report per use of websockets internals (or of frames and class swaps) outside
+    ``internals``; ``log_texts`` (the installed websockets' when left out) are what it logs."""
+    texts = websockets_log_texts() if log_texts is None else log_texts
+    reports = []
+    for module in load(root).values():
+        if module.name in internals:
+            continue
+
+        def report(node: ast.AST, why: str, module: Module = module) -> None:
+            text = ast.get_source_segment(module.source, node) or line_of(module, node)
+            reports.append((module.shown, node.lineno, node.col_offset, f"{text}  ({why})"))
+
+        from_websockets = set()  # local names bound to a websockets module or object
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "websockets":
+                        if any(is_private(part) for part in alias.name.split(".")):
+                            report(node, f"imports {alias.name}, private to websockets")
+                        from_websockets.add(alias.asname or "websockets")
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                parts = node.module.split(".")
+                if parts[0] == "websockets":
+                    names = [alias.name for alias in node.names]
+                    if any(is_private(part) for part in parts + names):
+                        report(node, "imports a name private to websockets")
+                    from_websockets.update(alias.asname or alias.name for alias in node.names)
+                if node.module in ("sys", "inspect"):
+                    if any(alias.name in FRAME_READERS for alias in node.names):
+                        report(node, "reads stack frames")
+
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                if node.attr in FRAME_READERS:
+                    report(node, "reads stack frames")
+                elif (
+                    is_private(node.attr)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in from_websockets
+                ):
+                    report(node, f"private {node.attr} of websockets")
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = [
+                    each
+                    for target in node.targets
+                    for each in (target.elts if isinstance(target, ast.Tuple) else [target])
+                ]
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            elif (
+                isinstance(node, ast.Call)
+                and (
+                    isinstance(node.func, ast.Name)
+                    and node.func.id == "setattr"
+                    or isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "__setattr__"
+                )
+                and any(
+                    isinstance(arg, ast.Constant) and arg.value == "__class__" for arg in node.args
+                )
+            ):
+                report(node, "swaps an object's class")
+            if any(isinstance(t, ast.Attribute) and t.attr == "__class__" for t in targets):
+                report(node, "swaps an object's class")
+            for text in matched_texts(node):
+                words = text.strip()  # a word alone ("broadcast") is no message
+                logged = sorted(t for t in texts if " " in words and words in t or t in text)
+                if logged:
+                    report(node, f"matches websockets' log text {logged[0]!r}")
+
+    return [f"{path}:{line}: {text}" for path, line, _, text in sorted(reports)]
+
+
 def import_graph(root: Path) -> tuple[dict[str, Module], dict[tuple[str, str], ast.stmt]]:
     """The kit's modules, and for each (importer, imported) the first statement tying them."""
     modules = load(root)
@@ -385,6 +530,11 @@ def test_no_module_is_much_over_500_lines():
 def test_no_module_reads_another_modules_private_names():
     reports = check_privacy(PACKAGE)
     assert not reports, failure(reports, "reach-ins into private names")
+
+
+def test_websockets_internals_are_used_only_behind_the_gate():
+    reports = check_internals(PACKAGE)
+    assert not reports, failure(reports, "websockets internals outside internals.py")
 
 
 def test_no_two_modules_import_each_other():
@@ -567,6 +717,93 @@ def test_websockets_internals_are_read_only_in_the_designated_module(tmp_path):
         "wspatterns/runtime/server.py:3: connection.protocol._state"
         "  (_state is not defined in this module)",
     ]
+
+
+# Every way in the rule about websockets internals, in one module.
+REACHES_IN = """
+    import logging
+    import re
+    import sys
+    from inspect import currentframe
+
+    import websockets.legacy._private
+    from websockets.asyncio import connection
+    from websockets.asyncio.connection import Connection, _helper
+    from websockets.protocol import OPEN
+
+    def broadcasting():
+        return sys._getframe(2).f_code is connection.broadcast.__code__, currentframe()
+
+    def watch(websocket, watched):
+        websocket.__class__ = watched
+        setattr(websocket, "__class__", watched)
+        object.__setattr__(websocket, "__class__", Connection)
+        return Connection._private_default, websocket.state is OPEN
+
+    def quiet(record: logging.LogRecord):
+        return (
+            record.getMessage() == "connection handler failed"
+            or record.msg.startswith("skipped broadcast")
+            or re.match("failed to write message: ", record.msg)
+        )
+"""
+
+CLEAN_WEBSOCKETS_USE = """
+    import logging
+
+    from websockets.asyncio.connection import Connection
+    from websockets.protocol import OPEN
+
+    def usable(websocket: Connection, record: logging.LogRecord, flow):
+        flow.websocket_class = websocket.__class__  # reading a class is no swap
+        return websocket.state is OPEN and record.levelno == logging.ERROR and "handler" in flow
+"""
+
+LOG_TEXTS = frozenset(
+    {
+        "connection handler failed",
+        "skipped broadcast: failed to write message:",
+        "skipped broadcast: sending a fragmented message",
+    }
+)
+
+
+def test_websockets_internals_outside_the_gate_are_reported(tmp_path):
+    root = plant(
+        tmp_path,
+        {
+            "internals.py": REACHES_IN,
+            "flow/recording.py": REACHES_IN,
+            "views.py": CLEAN_WEBSOCKETS_USE,
+        },
+    )
+    shown = "wspatterns/flow/recording.py"
+    assert check_internals(root, log_texts=LOG_TEXTS) == [
+        f"{shown}:5: from inspect import currentframe  (reads stack frames)",
+        f"{shown}:7: import websockets.legacy._private"
+        "  (imports websockets.legacy._private, private to websockets)",
+        f"{shown}:9: from websockets.asyncio.connection import Connection, _helper"
+        "  (imports a name private to websockets)",
+        f"{shown}:13: sys._getframe  (reads stack frames)",
+        f"{shown}:16: websocket.__class__ = watched  (swaps an object's class)",
+        f'{shown}:17: setattr(websocket, "__class__", watched)  (swaps an object\'s class)',
+        f'{shown}:18: object.__setattr__(websocket, "__class__", Connection)'
+        "  (swaps an object's class)",
+        f"{shown}:19: Connection._private_default  (private _private_default of websockets)",
+        f'{shown}:23: record.getMessage() == "connection handler failed"'
+        "  (matches websockets' log text 'connection handler failed')",
+        f'{shown}:24: record.msg.startswith("skipped broadcast")'
+        "  (matches websockets' log text 'skipped broadcast: failed to write message:')",
+        f'{shown}:25: re.match("failed to write message: ", record.msg)'
+        "  (matches websockets' log text 'skipped broadcast: failed to write message:')",
+    ]
+
+
+def test_the_log_texts_are_read_from_the_installed_websockets():
+    texts = websockets_log_texts()
+    assert "connection handler failed" in texts
+    assert "skipped broadcast: failed to write message:" in texts  # cut before its "%s"
+    assert "< EOF" not in texts  # too short to tell from anything else
 
 
 def test_private_modules_are_private_to_their_package(tmp_path):

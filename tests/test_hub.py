@@ -145,7 +145,7 @@ def run_lesson(student: hub_harness.Student, lesson: str) -> dict:
         "kernel": kernel,
         "errors": harness.errors_in(cells),
         "facts": facts,
-        "console": harness.console_errors(student.chrome),
+        "console": harness.lesson_console_errors(student.chrome),
         "seconds": seconds,
     }
     student.shut_down_kernel()
@@ -293,3 +293,18 @@ def test_when_the_hub_stops_nothing_is_left(hub, students):
         if home.startswith(str(hub.homes)):
             strays.append(f"{each.pid} {hub_harness.command_of(each)[:120]}")
     assert strays == []
+
+
+def test_only_a_chat_pages_retries_are_left_out_of_a_lessons_console():
+    retry = (
+        "http://192.0.2.2:56297/user/ada/proxy/50977/lobby?name=erin&token=x 19 WebSocket "
+        "connection to 'ws://192.0.2.2:56297/user/ada/proxy/50977/lobby?name=erin&token=x' "
+        "failed: "
+    )
+    assert harness.is_chat_page_retry(retry)
+    assert not harness.is_chat_page_retry(
+        "http://127.0.0.1:8888/lab 2 WebSocket connection to 'ws://127.0.0.1:4000/?name=alice' "
+        "failed: "
+    )  # a browser client of the kit's: an error
+    assert not harness.is_chat_page_retry("http://127.0.0.1:8888/lab 7 Uncaught TypeError: x")
+    assert not harness.is_chat_page_retry(retry.replace("failed: ", "failed: Error 403"))

@@ -156,6 +156,26 @@ async def test_two_programs_share_a_port_and_each_start_waits_for_its_own(progra
     assert await client.recv() == "still here"
 
 
+async def test_a_program_slow_to_listen_is_waited_for_without_a_scan_at_every_look(
+    program, monkeypatch
+):
+    # A scan of the machine's connections holds the loop for milliseconds (tens, with
+    # thousands of sockets open): start_app scans when the program opened a file, or seldom.
+    slow = program.with_name("slow_app.py")
+    slow.write_text("import time\ntime.sleep(1)\n" + PROGRAM)
+    scans = []
+    scan = psutil.Process.net_connections
+    monkeypatch.setattr(
+        psutil.Process, "net_connections", lambda *args, **kw: scans.append(1) or scan(*args, **kw)
+    )
+    app = await start_app(slow, name="slow")
+    try:
+        assert await app.get("/healthz") == (200, "OK\n")
+    finally:
+        await app.stop()
+    assert len(scans) <= 20  # a scan at each look, every 5 ms, would have made some 200
+
+
 async def test_a_port_taken_by_a_program_that_does_not_share_fails_with_its_last_words(program):
     from .utils import echo
 

@@ -41,9 +41,12 @@ from ..reports import ErrorReport
 from ..runtime import connect, lifecycle
 from ..runtime.processes import ChildProcess, as_text, free_port, glimpse, read_output_line
 from ..settings import DEFAULT, timeout_seconds
-from ..waiting import wait_until
+from ..waiting import POLL, wait_until
 from .output import Output, StderrReports
 from .recording import KIT_LINE, NAME_VARIABLE, TOKEN_VARIABLE
+
+#: The longest pause between two scans for a program's listening socket (see App._listens).
+SCAN_PAUSE_MOST = 0.25
 
 
 class App(ChildProcess):
@@ -75,6 +78,10 @@ class App(ChildProcess):
         self._questions: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._answered = False  # whether it ever did: then it passes **recorded()
         self._stdout_task: asyncio.Task[None] | None = None
+        # What _listens() saw last: the process's count of open files, when to scan anyway.
+        self._files_seen = -1
+        self._scan_pause = 4 * POLL
+        self._next_scan = 0.0
 
     def command(self) -> list[str]:
         return [sys.executable, "-u", str(self.path)]
@@ -126,9 +133,22 @@ class App(ChildProcess):
             raise ProcessFailed(await self.gone() or f"the {self.role} ended")
 
     def _listens(self) -> bool:
-        """Whether this very process (not another on a shared port) listens on the port."""
+        """Whether this very process (not another on a shared port) listens on the port.
+
+        Scanning the machine's connections takes milliseconds (tens on a busy machine), with
+        the event loop held; counting the process's open files, microseconds. So the scan
+        runs when that count has changed (a socket was opened, and listens microseconds
+        later), or else after a pause that doubles up to :data:`SCAN_PAUSE_MOST`.
+        """
         try:
-            sockets = psutil.Process(self.pid).net_connections(kind="tcp")
+            process = psutil.Process(self.pid)
+            files, now = process.num_fds(), time.monotonic()
+            if files == self._files_seen and now < self._next_scan:
+                return False
+            self._files_seen = files
+            self._scan_pause = min(2 * self._scan_pause, SCAN_PAUSE_MOST)
+            self._next_scan = now + self._scan_pause
+            sockets = process.net_connections(kind="tcp")
         except (psutil.Error, ValueError):
             return False
         return any(s.status == psutil.CONN_LISTEN and s.laddr.port == self.port for s in sockets)

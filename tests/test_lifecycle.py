@@ -69,3 +69,14 @@ async def test_something_that_stopped_on_its_own_is_forgotten():
     assert lifecycle.get("client", (server.url, "carol")) is None
     await server.stop()
     assert lifecycle.get("server", "forgotten") is None
+
+
+async def test_only_the_end_of_the_interpreter_stops_quietly_whatever_the_reason_says():
+    # At exit a server stops quietly: the registry says it is exiting, not a reason's text.
+    server = await serve(echo, name="said")
+    threaded = serve_in_thread(echo, name="said-threaded")
+    for kind, name in (("server", "said"), ("server", "said-threaded")):
+        lifecycle.retire_now(kind, name, "the interpreter exited")
+    assert not server.running and not threaded.running
+    assert not server.quiet and not threaded.quiet
+    assert not lifecycle.exiting()

@@ -35,6 +35,12 @@ class Owned(Protocol):
 _owned: dict[tuple[str, Hashable], Owned] = {}
 _lock = threading.RLock()
 _hooked = False
+_exiting = False
+
+
+def exiting() -> bool:
+    """Whether the interpreter is ending: what stops then stops quietly, in a second or so."""
+    return _exiting
 
 
 def add(kind: str, key: Hashable, thing: Owned) -> None:
@@ -103,6 +109,8 @@ async def stop_all() -> None:
 
 def _stop_all_at_exit() -> None:
     """Stop what is left when the interpreter ends: quietly, within a few seconds."""
+    global _exiting
+    _exiting = True
     for kind in KINDS:
         for thing in of_kind(kind):
             with contextlib.suppress(Exception):

@@ -211,7 +211,7 @@ class Server:
 
     def retire_now(self, why: str) -> None:
         """Stop from plain code: wait for the server's loop if another thread runs it."""
-        if why == "the interpreter exited":
+        if lifecycle.exiting():
             self.quiet = True
         if not self._mark_stopped(why):
             return

@@ -85,9 +85,9 @@ class ThreadServer(Server):
         await asyncio.to_thread(self._stop_thread, why, STOP_GRACE)
 
     def retire_now(self, why: str) -> None:
-        if why == "the interpreter exited":
+        if lifecycle.exiting():
             self.quiet = True
-        self._stop_thread(why, 1 if why == "the interpreter exited" else STOP_GRACE)
+        self._stop_thread(why, 1 if lifecycle.exiting() else STOP_GRACE)
 
     def _stop_thread(self, why: str, grace: float) -> None:
         if not self._mark_stopped(why):

@@ -925,3 +925,31 @@ def test_every_child_gets_its_port_from_one_free_port():
         if re.search(r"\.bind\(\(.*, 0\)\)", line)
     ]
     assert binds == ["wspatterns/runtime/processes.py: probe.bind((host, 0))"]
+
+
+async def test_finish_on_loop_runs_a_stop_wherever_its_loop_is():
+    from wspatterns.runtime.loops import finish_on_loop, run_loop_forever
+
+    ran: list[str] = []
+
+    async def stop(where: str) -> None:
+        ran.append(f"{where} {threading.current_thread().name}")
+
+    here = threading.current_thread().name
+    finish_on_loop(asyncio.get_running_loop(), stop("busy"), 1, lambda: ran.append("if busy"))
+    stopped = asyncio.new_event_loop()  # as a kernel shutting down leaves its loop
+    await asyncio.to_thread(finish_on_loop, stopped, stop("stopped"), 1, ran.clear)
+    stopped.close()
+    finish_on_loop(stopped, stop("closed"), 1, ran.clear)
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=run_loop_forever, args=(other,), name="other")
+    thread.start()
+    try:
+        finish_on_loop(other, stop("other"), 1, ran.clear)
+        with pytest.raises(TimeoutError):
+            finish_on_loop(other, asyncio.sleep(10), 0.05, ran.clear)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(5)
+    assert ran[0] == "if busy" and ran[1].startswith("stopped asyncio_")  # a to_thread thread
+    assert ran[2:] == ["other other"] and here not in ran[1]

@@ -37,6 +37,35 @@ async def await_on_loop(
         if_stopped()
 
 
+def finish_on_loop(
+    loop: asyncio.AbstractEventLoop | None,
+    coro: Coroutine[Any, Any, None],
+    limit: float,
+    if_busy: Callable[[], None],
+) -> None:
+    """:func:`await_on_loop` from plain code: run ``coro`` to its end on ``loop``, waiting at
+    most ``limit`` s (TimeoutError, ``coro`` cancelled), whoever runs that loop.
+
+    Another thread's loop runs it there; a loop stopped but not closed (a kernel shutting
+    down) runs it here. A loop busy running the caller cannot wait for it: ``if_busy()``
+    instead. A closed loop: nothing.
+    """
+    if loop is None or loop.is_closed():
+        coro.close()
+    elif not loop.is_running():
+        loop.run_until_complete(asyncio.wait_for(coro, limit))
+    elif is_current(loop):
+        coro.close()
+        if_busy()
+    else:
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            future.result(limit)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+
 def call_in_loop(loop: asyncio.AbstractEventLoop, function: Callable[[], T], limit: float) -> T:
     """Run ``function()`` on ``loop``, which another thread runs, and return its result."""
 

@@ -35,7 +35,7 @@ from ..reports import ErrorReport
 from ..settings import STOP_GRACE, Handler
 from . import lifecycle
 from .handlers import check_handler, name_of
-from .loops import await_on_loop, is_current
+from .loops import await_on_loop, finish_on_loop
 
 # A kit client tells the server its name, so both ends call it the same, and
 # which connection of which flow it records as, so both ends' records pair up.
@@ -216,17 +216,10 @@ class Server:
         if not self._mark_stopped(why):
             return
         loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        if not loop.is_running():
-            # A kernel that shuts down has stopped its loop without closing it: it still
-            # works, so connections get a proper close and no task is left pending.
-            loop.run_until_complete(self._shutdown(1))
-        elif not is_current(loop):
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(STOP_GRACE), loop)
-            future.result(STOP_GRACE * 3)
-        else:
-            self._close_now()  # its loop is this thread's, busy running us: no waiting possible
+        # A kernel that shuts down has stopped its loop without closing it: it still works,
+        # so connections get a proper close, in a second, and no task is left pending.
+        grace = STOP_GRACE if loop is not None and loop.is_running() else 1
+        finish_on_loop(loop, self._shutdown(grace), grace * 3, self._close_now)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

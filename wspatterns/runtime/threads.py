@@ -8,6 +8,7 @@ could never answer it. :func:`serve_in_thread` puts the server elsewhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..flow import Flow
 from ..settings import DEFAULT, STOP_GRACE, TIMEOUT, Handler, timeout_seconds
 from . import lifecycle
 from .handlers import check_handler, name_of
-from .loops import call_in_loop, run_loop_forever
+from .loops import call_in_loop, finish_on_loop, run_loop_forever
 from .server import STOPPED_BY_YOU, Server
 
 
@@ -95,14 +96,13 @@ class ThreadServer(Server):
         loop = self._thread_loop
         if loop.is_closed():
             return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(grace), loop)
         try:
-            future.result(grace * 3)
-        except TimeoutError:
-            future.cancel()
+            with contextlib.suppress(TimeoutError):
+                finish_on_loop(loop, self._shutdown(grace), grace * 3, self._close_now)
         finally:
             loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(grace * 3)
+            if threading.current_thread() is not self._thread:
+                self._thread.join(grace * 3)
 
 
 def serve_in_thread(

@@ -5,9 +5,10 @@ Checked against websockets 17.4 (:data:`CHECKED_WITH`; the pin in pyproject.toml
 one, this is the only file to change, and the kit's tests (tests/test_runtime.py,
 tests/test_flow.py, tests/test_broadcast.py) are what notice. There are two kinds:
 
-* What every recorded connection needs: the handshake hooks, the extension list, the
-  server's handler tasks... Without them nothing is recorded, so they are always used; a
-  websockets that moved one fails loudly (an ``AttributeError``), in the tests first.
+* What the kit cannot do without: the handshake hooks, the extension list, the server's
+  handler tasks... Without them nothing is recorded, so they are always used; a websockets
+  that moved one breaks recording outright (an ``AttributeError``, or no event at all),
+  which the tests show at once.
 * What tells ``broadcast()`` apart from other sends: the stack (its code object and its
   local variables) and a connection's class swapped while ``broadcast()`` would skip it.
   A reworked ``broadcast()`` would make these quietly wrong, not fail; so they are used
@@ -84,7 +85,7 @@ if _OFF is not None:  # said once, on one line: what the learner will not see, a
     warnings.warn_explicit(f"{_OFF}: {WITHOUT}.", UncheckedWebsocketsWarning, "wspatterns", 0)
 
 
-# What every recorded connection needs
+# Always used: what the kit cannot do without
 
 
 def after_server_handshake(protocol: ServerProtocol, then: Callable[[Response], None]) -> None:

@@ -953,3 +953,20 @@ async def test_finish_on_loop_runs_a_stop_wherever_its_loop_is():
         thread.join(5)
     assert ran[0] == "if busy" and ran[1].startswith("stopped asyncio_")  # a to_thread thread
     assert ran[2:] == ["other other"] and here not in ran[1]
+
+
+def test_a_thread_server_stopped_from_its_own_thread_does_not_wait_for_itself():
+    took = []
+
+    async def stop_the_server(websocket):
+        began = asyncio.get_running_loop().time()
+        server.stop_blocking()
+        took.append(asyncio.get_running_loop().time() - began)
+
+    server = serve_in_thread(stop_the_server, name="stops-itself")
+    with sync_connect(server.url, proxy=None) as websocket:
+        with pytest.raises(ConnectionClosedError):
+            websocket.recv(timeout=10)
+    server.thread.join(10)
+    assert not server.thread.is_alive() and not server.running
+    assert took and took[0] < 1  # not the grace's three times, waiting for itself

@@ -266,6 +266,32 @@ async def test_a_redis_is_taken_as_started_once_it_takes_its_secret_and_answers_
     assert not _answers(server.url)
 
 
+async def test_start_redis_blocking_is_start_redis_waited_for_from_plain_code(monkeypatch):
+    from wspatterns.pubsub import redis_server
+    from wspatterns.pubsub.redis_server import _answers
+
+    # From a thread that runs an event loop already (a notebook cell's): it still works.
+    broker = start_redis_blocking(name="from-a-cell")
+    try:
+        assert broker.running and _answers(broker.url)
+    finally:
+        broker.stop()
+
+    waiting = []
+
+    def interrupted(coro):  # Ctrl+C while it waits
+        coro.close()
+        waiting.append(spawned("interrupted"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(redis_server, "run_in_a_thread", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        start_redis_blocking(name="interrupted")
+    [broker] = waiting
+    assert not broker.running and broker.process.pid not in redis_servers()
+    assert lifecycle.get("redis", "interrupted") is None
+
+
 async def test_a_killed_redis_restarts_on_the_same_port_with_the_same_secret_empty():
     server = await start_redis()
     url = server.url

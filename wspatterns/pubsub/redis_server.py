@@ -57,6 +57,7 @@ from redis.retry import Retry
 
 from ..errors import MissingFileError, NotStartedByKitError, ProcessFailed
 from ..runtime import lifecycle
+from ..runtime.loops import run_in_a_thread
 from ..runtime.processes import die_with_parent, free_port
 from ..settings import DEFAULT, timeout_seconds
 
@@ -300,18 +301,6 @@ class RedisServer:
             raise
         self._remove_directory()  # it read its configuration: see _spawn
 
-    def _wait_blocking(self, timeout: float | None) -> None:
-        """:meth:`_wait`, for code that cannot await."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while not _answers(self.url):
-                self._check_starting(deadline)
-                time.sleep(_POLL)
-        except BaseException:
-            self.stop()
-            raise
-        self._remove_directory()  # it read its configuration: see _spawn
-
     def _check_starting(self, deadline: float | None) -> None:
         """Raise ProcessFailed, with the end of its log, if the server died or is too late."""
         assert self.process is not None and self._log is not None
@@ -372,8 +361,12 @@ def start_redis_blocking(
     until the server answers."""
     server = _prepare(name, binary, port)
     if server.binary is not None:
-        server._spawn()
-        server._wait_blocking(timeout_seconds(timeout))
+        server._spawn()  # here, on the caller's thread: see die_with_parent
+        try:
+            run_in_a_thread(server._wait(timeout_seconds(timeout)))
+        except BaseException:  # Ctrl+C: _wait() ends once its server is gone
+            server.stop()
+            raise
     return server
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -73,6 +74,21 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, function: Callable[[], T], lim
         return function()
 
     return asyncio.run_coroutine_threadsafe(call(), loop).result(limit)
+
+
+def run_in_a_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end on an event loop of its own, in a thread of its own, and return
+    what it returns: async code from plain code, wherever that runs (a script, or a notebook
+    cell, whose thread runs a loop already). The caller's own loop, if any, is left alone.
+
+    If the caller is interrupted (Ctrl+C), the exception reaches it at once; ``coro`` is
+    left to end by itself: the caller makes it end (stopping what it waits for).
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wspatterns")
+    try:
+        return pool.submit(asyncio.run, coro).result()
+    finally:
+        pool.shutdown(wait=False)
 
 
 def run_loop_forever(loop: asyncio.AbstractEventLoop) -> None:

@@ -409,8 +409,13 @@ class ChildProcess:
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is None:
             return
-        with contextlib.suppress(OSError):
-            watchdog.kill()
+        # os.kill, not watchdog.kill(): that polls first (subprocess' send_signal), and a
+        # poll reaps a watchdog the group's SIGKILL just ended before asyncio's child
+        # watcher does, which then logs "Unknown child process pid ..." under the cell.
+        # Until asyncio reaps it, its pid is still its own (a zombie's), so the kill is safe.
+        if watchdog.returncode is None:
+            with contextlib.suppress(OSError):
+                os.kill(watchdog.pid, signal.SIGKILL)
         if watchdog.stdin is not None:
             watchdog.stdin.close()
         with contextlib.suppress(TimeoutError):

@@ -37,7 +37,6 @@ from websockets.asyncio.client import connect as ws_connect
 
 from wspatterns import browser, serve
 from wspatterns.browsers import ROUTE_VARIABLE
-from wspatterns.browsers.client import BrowserClient
 from wspatterns.browsers.page import answer_pages
 from wspatterns.browsers.routes import asked_route, target, with_name
 from wspatterns.runtime.server import named_in_query
@@ -163,30 +162,6 @@ def test_in_a_kernel_no_notebook_page_drew_a_browser_client_says_so(kernel):
     assert "nbval, nbconvert and papermill" in lines[0]
     assert len(lines) == 5 and all(line.startswith("raised: ") for line in lines[1:])
     assert streams["stderr"] == ""
-
-
-async def test_what_a_page_says_on_another_thread_wakes_every_wait_on_the_clients_loop():
-    # The widget may hand a page's messages over on another thread than the client's loop.
-    alice = BrowserClient("ws://127.0.0.1:9/", "alice", "direct", None)
-    alice.no_front_end = None
-
-    async def page_says(event: str, **content) -> None:
-        await asyncio.to_thread(alice.hear, {"event": event, "page": "page-1", **content}, [])
-
-    opening = asyncio.create_task(alice.wait_open(timeout=10))
-    await page_says("hello")
-    await page_says("open")
-    await opening
-    receiving = [asyncio.create_task(alice.recv(timeout=10)) for _ in range(2)]
-    closing = asyncio.create_task(alice.wait_closed(timeout=10))
-    await asyncio.sleep(0)  # all three wait
-    await page_says("message", text="one")
-    await page_says("message", text="two")
-    assert sorted(await asyncio.gather(*receiving)) == ["one", "two"]
-    assert not closing.done()
-    await page_says("close", code=1000, reason="")
-    await closing
-    assert alice.close_code == 1000
 
 
 async def test_a_browser_client_refuses_close_codes_a_browser_cannot_send():

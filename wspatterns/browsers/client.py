@@ -91,8 +91,7 @@ class BrowserClient:
         self._inbox: deque[Data] = deque()
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
-        self._changed = asyncio.Condition()  # notified by _wake(): what _until() waits on
-        self._waiting = 0  # how many _until() wait on it
+        self._waiters: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._follower: asyncio.Task[None] | None = None
@@ -377,28 +376,19 @@ class BrowserClient:
     async def _until(
         self, ready: Callable[[], bool], limit: float | None, message: Callable[[], str]
     ) -> None:
-        """Return once ``ready()``, looked at again after each :meth:`_wake`; else, after
-        ``limit`` seconds, TimeoutError(message())."""
-
         async def wait() -> None:
-            async with self._changed:
-                await self._changed.wait_for(ready)
+            while not ready():
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                self._waiters.append(waiter)
+                await waiter
 
-        self._waiting += 1
-        try:
-            await within(limit, wait(), message)
-        finally:
-            self._waiting -= 1
+        await within(limit, wait(), message)
 
     def _wake(self) -> None:
-        """Have every :meth:`_until` look again; called on the client's loop (hear() goes there)."""
-        if self._waiting:
-            # A condition is notified with its lock held, which only a coroutine can take.
-            self._loop.create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # The kit's registry
 

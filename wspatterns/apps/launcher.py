@@ -36,6 +36,7 @@ import psutil
 
 from ..errors import KitTimeoutError, MissingFileError, ProcessFailed
 from ..flow import Flow, merge
+from ..flow.events import Event, imported
 from ..flow.merging import crashed
 from ..reports import ErrorReport
 from ..runtime import connect, lifecycle
@@ -232,11 +233,12 @@ class App(ChildProcess):
 
     async def clients(self, timeout: float | None = DEFAULT) -> list[str]:
         """The names of the clients connected to the program now, as its flow knows them."""
-        events = (await self.export(timeout))["events"]  # (seq, time, kind, connection,
-        # server, client, ...), as Flow.export() writes them
-        kinds = ("open", "end")
-        last = {each[3]: (each[2], each[5]) for each in events if each[2] in kinds}
-        return sorted({client for kind, client in last.values() if kind == "open"})
+        flow = await self.export(timeout)
+        last: dict[int, Event] = {}  # the latest opening or end of each connection
+        for each in imported(flow["fields"], flow["events"]):
+            if isinstance(each, Event) and each.kind in ("open", "end"):
+                last[each.connection] = each
+        return sorted({event.client for event in last.values() if event.kind == "open"})
 
     async def flow(self, timeout: float | None = DEFAULT) -> Flow:
         """One flow: the kit's clients of this program, and what the program recorded."""

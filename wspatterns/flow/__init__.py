@@ -1,9 +1,11 @@
 """The flow of messages: recorded as it happens, drawn when you ask.
 
+* :mod:`~wspatterns.flow.records` — what a flow stores, one named record per event;
+* :mod:`~wspatterns.flow.recorder` — the :class:`Recorder` every kit connection
+  carries, which appends them;
+* :mod:`~wspatterns.flow.log` — the :class:`EventLog` that keeps them, with a cap;
 * :mod:`~wspatterns.flow.events` — :class:`Event` and :class:`Broadcast`, what a
   flow holds as the views read it;
-* :mod:`~wspatterns.flow.recorder` — the :class:`EventLog` that keeps them, and
-  the :class:`Recorder` every kit connection carries;
 * :mod:`~wspatterns.flow.recording` — :class:`Recording`, what the kit's
   connections add to websockets';
 * :mod:`~wspatterns.flow.folding` — :class:`Folded`, connections a flow no longer
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .events import HEAD, Broadcast, Event, Kind, Side
+from .events import HEAD, Broadcast, Event, Kind, Side, Who
 from .folding import Folded
 from .live import LiveView, live
+from .log import CAP, EventLog
 from .merging import exported, merge_into, merged_cap
-from .recorder import CAP, FANOUT, EventLog, Recorder
+from .recorder import FANOUT, Recorder
 from .recording import Recording
 from .sequence import SequenceDiagram, sequence
 from .tables import stats, table
@@ -99,6 +102,7 @@ __all__ = [
     "Recording",
     "SequenceDiagram",
     "Side",
+    "Who",
     "live",
     "merge",
     "sequence",

@@ -1,55 +1,31 @@
 """What a flow holds, as the views read it: :class:`Event` and :class:`Broadcast`.
 
-The recorder appends raw records as cheaply as it can (see
-:mod:`~wspatterns.flow.recorder`); :func:`read` turns them into these, when a
-view asks. Three kinds of raw record:
-
-* a message: ``(time, meta, size, head)``, ``head`` being the first
-  :data:`HEAD` bytes of the message;
-* anything else: ``(time, meta, code, detail)`` (``meta`` tells them apart);
-* a broadcast, a list: ``[time, type, size, head, recipients, skipped]``: one
-  message written to several connections in one ``broadcast()`` pass, the
-  recorders of their server ends in the order it wrote them, and the ones it
-  passed over as ``(recorder, why)`` pairs.
-
-``meta`` is ``(kind, who, sender, type)``. A list stands for a broadcast
-because nothing else recorded is one; anything that is neither a tuple nor a
-list (a marker that weighs a broadcast against the cap) is skipped.
-
-No message index is stored (one number less to allocate and keep per
-message): counting back from its end's exact total of messages sent or
-received, over the records that came after it (all kept: a flow drops its
-oldest records first), gives it.
+The recorder appends records (:mod:`~wspatterns.flow.records`); :func:`read`
+turns them into these when a view asks, working out each message's index by
+counting back from its end's exact totals (:func:`count_back`).
+:func:`exported` and :func:`imported` carry them between processes as JSON,
+each row with the names of its fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
-from websockets.frames import Opcode
-
-#: Bytes of each message a view shows at most; longer messages keep only these.
-HEAD = 48
-
-#: What an event is: a message, the opening handshake, a close frame, the end of
-#: the TCP connection, an exception raised by the handler, or a connection that
-#: ``broadcast()`` passed over.
-Kind: TypeAlias = Literal["open", "message", "close", "end", "error", "skipped"]
-
-#: One end of a connection: where an event was recorded, or who sent it.
-Side: TypeAlias = Literal["server", "client"]
-
-#: Which end of which connection: ``(connection, server, client, at)``.
-Who: TypeAlias = tuple[int, str, str, Side]
-
-# What every record says but its numbers: (kind, who, sender, type).
-Meta: TypeAlias = tuple[Kind, Who, Side | None, str | None]
-
-#: A raw record, as appended on the hot path (see this module's docstring).
-Record: TypeAlias = (
-    tuple[int, Meta, int, bytes, int] | tuple[int, Meta, int | None, str] | list[Any]
+from ..errors import WSPatternsError
+from .records import (
+    HEAD,
+    BroadcastRecord,
+    End,
+    Kind,
+    LifeRecord,
+    MessageRecord,
+    Record,
+    Side,
+    Who,
 )
+
+__all__ = ["HEAD", "Broadcast", "Entry", "Event", "Kind", "Side", "Who", "read", "expand"]
 
 
 class Event(NamedTuple):
@@ -83,15 +59,6 @@ class Event(NamedTuple):
     broadcast: int | None = None  # for a broadcast's events: the seq of its first
 
 
-class End(Protocol):
-    """One end of a connection as the records know it: its recorder, with its exact counts."""
-
-    who: Who
-    number: int
-    sent: int
-    received: int
-
-
 class Broadcast:
     """One ``broadcast()`` pass: one message, written to several connections at once.
 
@@ -100,40 +67,40 @@ class Broadcast:
     ``time``, ``type``, ``size`` and ``head`` describe the message.
     ``recipients`` lists the server ends it was written to, in the order
     ``broadcast()`` wrote them (which, for a set, follows memory addresses);
-    ``skipped`` the ones it passed over, with why. Both are
-    ``(connection, server, client, at)``, like an event's.
+    ``skipped`` the ones it passed over, with why. Both are :class:`Who`
+    (connection, server, client, at), like an event's.
     """
 
     __slots__ = ("seq", "time", "type", "size", "head", "_record", "_indexes")
 
     kind = "broadcast"
 
-    def __init__(self, seq: int, record: list[Any], indexes: list[int]) -> None:
+    def __init__(self, seq: int, record: BroadcastRecord, indexes: list[int]) -> None:
         self.seq = seq
-        self.time: int = record[0]
-        self.type: str = record[1]
-        self.size: int = record[2]
-        self.head: bytes = record[3]
+        self.time = record.time
+        self.type = record.type
+        self.size = record.size
+        self.head = record.head
         self._record = record
         self._indexes = indexes
 
     @property
     def connections(self) -> list[int]:
         """The connection numbers it was written to, in the order ``broadcast()`` wrote them."""
-        return [end.number for end in self._record[4]]
+        return [end.number for end in self._record.recipients]
 
     @property
     def recipients(self) -> list[Who]:
-        return [end.who for end in self._record[4]]
+        return [end.who for end in self._record.recipients]
 
     @property
     def skipped(self) -> list[tuple[Who, str]]:
-        return [(end.who, why) for end, why in self._record[5]]
+        return [(end.who, why) for end, why in self._record.skipped]
 
     @property
     def skips(self) -> list[tuple[int, str]]:
         """``(connection, why)`` for each connection it passed over."""
-        return [(end.number, why) for end, why in self._record[5]]
+        return [(end.number, why) for end, why in self._record.skipped]
 
     @property
     def deliveries(self) -> Iterator[tuple[int, int]]:
@@ -144,14 +111,15 @@ class Broadcast:
     @property
     def servers(self) -> list[str]:
         """The servers whose connections it reached or skipped, by their lowest connection."""
-        ends = sorted(
-            {end.who for end in self._record[4]} | {end.who for end, _ in self._record[5]}
-        )
-        return list(dict.fromkeys(who[1] for who in ends))
+        record = self._record
+        ends = sorted({end.who for end in record.recipients}.union(
+            end.who for end, _ in record.skipped
+        ))  # fmt: skip
+        return list(dict.fromkeys(who.server for who in ends))
 
     def __len__(self) -> int:
         """How many events it stands for: deliveries and skips."""
-        return len(self._record[4]) + len(self._record[5])
+        return self._record.weight
 
     def events(self) -> list[Event]:
         """Its deliveries, then its skips, as events: each sorted by connection number.
@@ -159,25 +127,24 @@ class Broadcast:
         In connection order, not in the order ``broadcast()`` wrote them, so that
         the same broadcast to a set reads the same on every run.
         """
-        seq, time, kind, size, head = self.seq, self.time, self.type, self.size, self.head
+        seq, time, type_, size, head = self.seq, self.time, self.type, self.size, self.head
         events = []
-        indexes = self._indexes
-        for (number, index), end in sorted(
-            zip(zip([end.number for end in self._record[4]], indexes, strict=True),
-                self._record[4], strict=True),
-            key=lambda pair: pair[0],
-        ):  # fmt: skip
-            _, server, client, _ = end.who
+        delivered = sorted(
+            zip(self._record.recipients, self._indexes, strict=True),
+            key=lambda pair: pair[0].number,
+        )
+        for end, index in delivered:
+            who = end.who
             events.append(
-                Event(seq, time, "message", number, server, client, "server", "server",
-                      kind, size, head, index, None, "", self.seq)
+                Event(seq, time, "message", end.number, who.server, who.client, "server",
+                      "server", type_, size, head, index, None, "", self.seq)
             )  # fmt: skip
             seq += 1
-        for end, why in sorted(self._record[5], key=lambda pair: pair[0].number):
-            number, server, client, _ = end.who
+        for end, why in sorted(self._record.skipped, key=lambda pair: pair[0].number):
+            who = end.who
             events.append(
-                Event(seq, time, "skipped", number, server, client, "server", "server",
-                      kind, size, head, 0, None, why, self.seq)
+                Event(seq, time, "skipped", end.number, who.server, who.client, "server",
+                      "server", type_, size, head, 0, None, why, self.seq)
             )  # fmt: skip
             seq += 1
         return events
@@ -185,11 +152,11 @@ class Broadcast:
     def __repr__(self) -> str:
         return (
             f"<Broadcast #{self.seq}: {self.type} {self.size} B to "
-            f"{len(self._record[4])} connections, {len(self._record[5])} skipped>"
+            f"{len(self._record.recipients)} connections, {len(self._record.skipped)} skipped>"
         )
 
 
-def count_back(records: list[object], ends: Mapping[Who, End]) -> list[Any]:
+def count_back(records: list[Record], ends: Mapping[Who, End]) -> list[Any]:
     """The message index of each record of ``records`` (a list for a broadcast, one per
     delivery; 0 for anything but a message), found by counting back from the exact totals
     of ``ends``, each end's recorder by its ``who``."""
@@ -201,16 +168,15 @@ def count_back(records: list[object], ends: Mapping[Who, End]) -> list[Any]:
     position = len(records)
     for record in reversed(records):
         position -= 1
-        if type(record) is tuple:
-            meta = record[1]
-            if meta[0] != "message":
-                continue
+        if record.__class__ is MessageRecord:
+            assert isinstance(record, MessageRecord)
+            meta = record.meta
             place = seen.get(id(meta))
             if place is None:
-                way = (meta[1], meta[2] == meta[1][3])
+                way = (meta.who, meta.sender == meta.who.at)
                 place = ways.get(way)
                 if place is None:
-                    end = ends.get(way[0])
+                    end = ends.get(meta.who)
                     if end is None:
                         unknown.append(len(counts))
                     ways[way] = place = len(counts)
@@ -218,9 +184,10 @@ def count_back(records: list[object], ends: Mapping[Who, End]) -> list[Any]:
                 seen[id(meta)] = place
             counts[place] -= 1
             found[position] = counts[place]
-        elif type(record) is list:
+        elif record.__class__ is BroadcastRecord:
+            assert isinstance(record, BroadcastRecord)
             indexes = []
-            for end in reversed(record[4]):
+            for end in reversed(record.recipients):
                 way = (end.who, True)
                 place = ways.get(way)
                 if place is None:
@@ -233,8 +200,8 @@ def count_back(records: list[object], ends: Mapping[Who, End]) -> list[Any]:
     if unknown:  # counted down from 0: shift them to count up from 0
         places = set(unknown)
         for position, record in enumerate(records):
-            if type(record) is tuple and record[1][0] == "message":
-                place = seen[id(record[1])]
+            if isinstance(record, MessageRecord):
+                place = seen[id(record.meta)]
                 if place in places:
                     found[position] -= counts[place]
     return found
@@ -244,40 +211,39 @@ def count_back(records: list[object], ends: Mapping[Who, End]) -> list[Any]:
 Entry: TypeAlias = Event | Broadcast
 
 
-def read(records: list[object], first: int, ends: Mapping[Who, End]) -> list[Entry]:
-    """Raw records as entries, numbered from ``first``; ``ends`` are the recorders that
+def read(records: list[Record], first: int, ends: Mapping[Who, End]) -> list[Entry]:
+    """Records as entries, numbered from ``first``; ``ends`` are the recorders that
     made them, by ``who``, for their exact counts."""
     entries: list[Entry] = []
     indexes = count_back(records, ends)
     seq = first
     for position, record in enumerate(records):
-        if type(record) is tuple:
-            time, (kind, (connection, server, client, at), sender, type_), third, fourth = record
-            if kind == "message":  # (time, meta, size, head)
-                entries.append(
-                    Event(seq, time, kind, connection, server, client, at, sender, type_,
-                          third, fourth, indexes[position], None, "")
-                )  # fmt: skip
-            else:  # anything else: (time, meta, code, detail)
-                entries.append(
-                    Event(seq, time, kind, connection, server, client, at, sender, type_,
-                          0, b"", 0, third, fourth)
-                )  # fmt: skip
+        kind = record.__class__
+        if kind is MessageRecord:
+            assert isinstance(record, MessageRecord)
+            meta = record.meta
+            who = meta.who
+            entries.append(
+                Event(seq, record.time, "message", who.connection, who.server, who.client,
+                      who.at, meta.sender, meta.type, record.size, record.head,
+                      indexes[position], None, "")
+            )  # fmt: skip
             seq += 1
-        elif type(record) is list:
+        elif kind is LifeRecord:
+            assert isinstance(record, LifeRecord)
+            meta = record.meta
+            who = meta.who
+            entries.append(
+                Event(seq, record.time, meta.kind, who.connection, who.server, who.client,
+                      who.at, meta.sender, meta.type, 0, b"", 0, record.code, record.detail)
+            )  # fmt: skip
+            seq += 1
+        elif kind is BroadcastRecord:
+            assert isinstance(record, BroadcastRecord)
             broadcast = Broadcast(seq, record, indexes[position])
             entries.append(broadcast)
             seq += len(broadcast)
     return entries
-
-
-def weight(record: object) -> int:
-    """How many events ``record`` stands for."""
-    if type(record) is tuple:
-        return 1
-    if type(record) is list:
-        return len(record[4]) + len(record[5])
-    return 0
 
 
 def expand(entries: Iterable[Entry]) -> list[Event]:
@@ -292,10 +258,22 @@ def expand(entries: Iterable[Entry]) -> list[Event]:
     return events
 
 
-def plain(entry: Entry) -> list[Any] | dict[str, Any]:
-    """An entry as JSON can carry it: heads' bytes as latin-1 strings; a broadcast as a dict."""
+# Between processes: a flow's entries as JSON, each row read by the names of its fields.
+
+#: The fields of an exported event, in the order its row gives them.
+FIELDS = list(Event._fields)
+
+
+class ExportError(WSPatternsError, ValueError):
+    """An exported flow that this version of the kit cannot read."""
+
+
+def exported(entry: Entry) -> list[Any] | dict[str, Any]:
+    """An entry as JSON carries it: an event as a row of :data:`FIELDS` (its head's bytes a
+    latin-1 string); a broadcast as a dict."""
     if isinstance(entry, Event):
-        return [*entry[:10], entry.head.decode("latin-1"), *entry[11:]]
+        return [entry.head.decode("latin-1") if name == "head" else value
+                for name, value in zip(FIELDS, entry, strict=True)]  # fmt: skip
     return {
         "time": entry.time,
         "type": entry.type,
@@ -306,22 +284,22 @@ def plain(entry: Entry) -> list[Any] | dict[str, Any]:
     }
 
 
-def broadcast_record(
-    time_ns: int,
-    type_: str,
-    size: int,
-    head: bytes,
-    recipients: list[Any],
-    skipped: list[Any],
-) -> list[Any]:
-    """A raw broadcast record (see above), for the recorder, merges and tests."""
-    return [time_ns, type_, size, head[:HEAD], recipients, skipped]
-
-
-def by_opcode(text: Meta, binary: Meta) -> tuple[Meta | None, ...]:
-    """``text`` and ``binary`` at the index of their opcode, None at every other opcode's.
-
-    A frame's opcode indexes it directly: fewer steps per frame than comparing it."""
-    table: list[Meta | None] = [None] * (max(Opcode) + 1)
-    table[Opcode.TEXT], table[Opcode.BINARY] = text, binary
-    return tuple(table)
+def imported(fields: list[str], items: list[Any]) -> Iterator[Event | dict[str, Any]]:
+    """What :func:`exported` made, back: events (found by the names in ``fields``, the
+    exporter's :data:`FIELDS`) and broadcasts' dicts as they are."""
+    try:
+        order = [fields.index(name) for name in FIELDS]
+    except ValueError:
+        missing = sorted(set(FIELDS) - set(fields))
+        raise ExportError(
+            f"an exported flow lacks the event fields {missing}: was it exported by "
+            "another version of wspatterns?"
+        ) from None
+    head = FIELDS.index("head")
+    for item in items:
+        if isinstance(item, dict):
+            yield item
+            continue
+        values = [item[place] for place in order]
+        values[head] = values[head].encode("latin-1")
+        yield Event._make(values)

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
+from .records import BroadcastRecord, LifeRecord, MessageRecord, Record, Who
+
 #: Ends that must have ended before a flow looks for ends to fold, at the least.
 FOLD_EVERY = 64
 
@@ -34,14 +36,16 @@ def fold_after(records: int) -> int:
     return max(FOLD_EVERY, records // FOLD_EVERY)
 
 
-def named_in(records: list[object]) -> set[int]:
+def named_in(records: list[Record]) -> set[int]:
     """The ``id`` of everything ``records`` name an end by: the ``who`` of each event,
-    the recorder of each delivery and skip of a broadcast (see :mod:`~wspatterns.flow.events`)."""
-    named = {id(record[1][1]) for record in records if record.__class__ is tuple}
+    the recorder of each delivery and skip of a broadcast (see :mod:`~wspatterns.flow.records`)."""
+    named = set()
     for record in records:
-        if record.__class__ is list:
-            named.update(map(id, record[4]))
-            named.update(id(end) for end, _ in record[5])
+        if isinstance(record, (MessageRecord, LifeRecord)):
+            named.add(id(record.meta.who))
+        elif isinstance(record, BroadcastRecord):
+            named.update(map(id, record.recipients))
+            named.update(id(end) for end, _ in record.skipped)
     return named
 
 
@@ -93,17 +97,16 @@ class Folded:
         self.received -= end.received
         self.others -= end.others
 
-    def export(self) -> list[int]:
-        return [self.connections, self.ends, self.sent, self.received, self.others]
+    def export(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
-    def load(self, exported: list[Any]) -> None:
+    def load(self, exported: dict[str, Any]) -> None:
         """Add what :meth:`export` made of another flow's (a merge)."""
-        connections, ends, sent, received, others = exported
-        self.connections += connections
-        self.ends += ends
-        self.sent += sent
-        self.received += received
-        self.others += others
+        self.connections += exported["connections"]
+        self.ends += exported["ends"]
+        self.sent += exported["sent"]
+        self.received += exported["received"]
+        self.others += exported["others"]
 
     def __repr__(self) -> str:
         return (
@@ -113,9 +116,9 @@ class Folded:
 
 
 class Foldable(Counted, Protocol):
-    """An end as :class:`Ends` keeps it: a recorder."""
+    """An end as :class:`Ends` keeps it: a recorder, or a merged flow's :class:`Tally`."""
 
-    who: tuple[int, str, str, str]
+    who: Who
     number: int
     folded: Folded | None  # what it was folded into, while it is folded
 
@@ -123,6 +126,36 @@ class Foldable(Counted, Protocol):
     def events(self) -> int: ...
 
     def reset(self) -> None: ...
+
+
+class Tally:
+    """An end known by its names and counts alone: a merged flow's, whose records were made
+    elsewhere. Unlike a recorder it points at nothing of its flow, so a merged flow that is
+    let go is freed at once, without waiting for the cyclic garbage collector."""
+
+    __slots__ = ("who", "number", "sent", "received", "others", "folded")
+
+    def __init__(self, who: Who, sent: int, received: int, others: int) -> None:
+        self.who = who
+        self.number = who.connection
+        self.sent = sent
+        self.received = received
+        self.others = others
+        self.folded: Folded | None = None
+
+    @property
+    def events(self) -> int:
+        return self.sent + self.received + self.others
+
+    def reset(self) -> None:
+        self.sent = self.received = self.others = 0
+
+    def __repr__(self) -> str:
+        who = self.who
+        return (
+            f"<Tally {who.client}↔{who.server} at {who.at}: "
+            f"sent {self.sent}, received {self.received}>"
+        )
 
 
 End = TypeVar("End", bound=Foldable)
@@ -136,7 +169,7 @@ class Ends(Generic[End]):
     records taken together, holds :attr:`lock`.
     """
 
-    def __init__(self, records: Iterable[object]) -> None:
+    def __init__(self, records: Iterable[Record]) -> None:
         self.records = records  # the flow's, to see which ends they name
         self.lock = threading.Lock()
         self.folded = Folded()
@@ -154,7 +187,7 @@ class Ends(Generic[End]):
 
     def add(self, end: End) -> None:
         with self.lock:
-            (self._servers if end.who[3] == "server" else self._clients)[end.number] = end
+            (self._servers if end.who.at == "server" else self._clients)[end.number] = end
             self._kept[end] = None
 
     def server(self, connection: int) -> End | None:
@@ -216,6 +249,6 @@ class Ends(Generic[End]):
 
     def _sides(self, end: End) -> tuple[dict[int, End], dict[int, End]]:
         """The ends by number of ``end``'s side, and of the other side."""
-        if end.who[3] == "server":
+        if end.who.at == "server":
             return self._servers, self._clients
         return self._clients, self._servers

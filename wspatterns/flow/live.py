@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgumentError
 from ..reports import ipython
 from .labels import LANES
-from .recorder import EventLog
+from .log import EventLog
 
 if TYPE_CHECKING:
     from IPython.display import DisplayHandle
@@ -82,9 +82,9 @@ class LiveView:
     def _summary(self) -> list[tuple[str, int, int, int]]:
         rows: dict[int, list[Any]] = {}
         for totals in self.flow.totals:
-            connection, server, client, at = totals.who
-            row = rows.setdefault(connection, [client, 0, 0, 0])
-            if at == "server":
+            who = totals.who
+            row = rows.setdefault(who.connection, [who.client, 0, 0, 0])
+            if who.at == "server":
                 row[1] = totals.received
                 row[2] = totals.sent
             elif not row[1] and not row[2]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
-from .events import Record, broadcast_record
-from .recorder import CAP, EventLog, Recorder
+from .events import Event, imported
+from .log import CAP, EventLog
+from .records import End, LifeRecord, MessageRecord, Meta, Record, Who, broadcast_record
 
 
 def exported(*parts: EventLog | dict[str, Any]) -> list[dict[str, Any]]:
@@ -37,6 +39,7 @@ def merge_into(merged: EventLog, parts: list[dict[str, Any]]) -> None:
     processes of one machine share.
     """
     token = parts[0]["token"]
+    items = [list(imported(part["fields"], part["events"])) for part in parts]
 
     def kept(part: int, connection: int) -> bool:
         """The first flow's number: its own connections, and the server ends of its clients'."""
@@ -45,7 +48,7 @@ def merge_into(merged: EventLog, parts: list[dict[str, Any]]) -> None:
     taken = {
         connection
         for index, part in enumerate(parts)
-        for connection in _connections_in(part)
+        for connection in _connections_in(part, items[index])
         if kept(index, connection)
     }
     fresh = (number for number in itertools.count(1) if number not in taken)
@@ -59,33 +62,38 @@ def merge_into(merged: EventLog, parts: list[dict[str, Any]]) -> None:
         return renumbered[part, connection]
 
     served_by = {
-        number(index, end[0]): end[1]
+        number(index, end["connection"]): end["server"]
         for index, part in enumerate(parts)
         for end in part["ends"]
-        if end[3] == "server"
+        if end["at"] == "server"
     }
+    whos: dict[Who, Who] = {}  # one Who per end, shared by its records (as a recorder's are)
+
+    def who_of(index: int, connection: int, server: str, client: str, at: Any) -> Who:
+        connection = number(index, connection)
+        who = Who(connection, served_by.get(connection, server), client, at)
+        return whos.setdefault(who, who)
+
+    metas: dict[Meta, Meta] = {}  # and one Meta per kind of record of each end
     records: list[Record] = []
     for index, part in enumerate(parts):
         if "folded" in part:  # ends folded there are folded here too
             merged.folded.load(part["folded"])
-        for connection, server, client, at, sent, received, others in part["ends"]:
-            connection = number(index, connection)
-            end = merged.end(connection, served_by.get(connection, server), client, at)
-            end.sent, end.received, end.others, end.installed = sent, received, others, True
-        for item in part["events"]:
+        for end in part["ends"]:
+            who = who_of(index, end["connection"], end["server"], end["client"], end["at"])
+            merged.tally(who, end["sent"], end["received"], end["others"])
+        for item in items[index]:
             if isinstance(item, dict):
                 records.append(_broadcast(merged, item, partial(number, index)))
                 continue
-            _, time_ns, kind, connection, server, client, at, sender, type_ = item[:9]
-            size, head, _, code, detail = item[9:14]
-            connection = number(index, connection)
-            who = (connection, served_by.get(connection, server), client, at)
-            meta = (kind, who, sender, type_)
-            if kind == "message":
-                records.append((time_ns, meta, size, head.encode("latin-1")))
-            elif kind != "skipped":  # skips travel inside their broadcast
-                records.append((time_ns, meta, code, detail))
-    records.sort(key=lambda record: record[0])  # stable: one end's order is kept on ties
+            who = who_of(index, item.connection, item.server, item.client, item.at)
+            meta = Meta(item.kind, who, item.sender, item.type)
+            meta = metas.setdefault(meta, meta)
+            if item.kind == "message":
+                records.append(MessageRecord(item.time, meta, item.size, item.head))
+            elif item.kind != "skipped":  # skips travel inside their broadcast
+                records.append(LifeRecord(item.time, meta, item.code, item.detail))
+    records.sort(key=attrgetter("time"))  # stable: one end's order is kept on ties
     merged.load(records, max(taken | set(renumbered.values()), default=0) + 1)
 
 
@@ -93,25 +101,24 @@ def crashed(part: dict[str, Any], time_ns: int, why: str) -> None:
     """Record in ``part`` (an exported flow) the end of every connection its server ends
     still had open: their process was killed (``why``), so nothing else will ever say so.
     The connection ends as its clients saw it: 1006, no closing handshake."""
-    ended = {
-        item[3] for item in part["events"] if not isinstance(item, dict) and item[2] == "end"
-    }
-    seq = max((item[0] for item in part["events"] if not isinstance(item, dict)), default=0)
+    events = [item for item in imported(part["fields"], part["events"]) if isinstance(item, Event)]
+    ended = {event.connection for event in events if event.kind == "end"}
+    seq = max((event.seq for event in events), default=0)
     for end in part["ends"]:
-        connection, server, client, at = end[:4]
-        if at == "server" and connection not in ended:
+        if end["at"] == "server" and end["connection"] not in ended:
             seq += 1
-            end[6] += 1  # one more event of the end's ("others"), so totals stay exact
+            end["others"] += 1  # one more event of the end's, so totals stay exact
+            event = Event(seq, time_ns, "end", end["connection"], end["server"], end["client"],
+                          "server", None, None, 0, b"", 0, 1006, why, None)  # fmt: skip
             part["events"].append(
-                [seq, time_ns, "end", connection, server, client, at, None, None, 0, "", 0,
-                 1006, why, None]
-            )  # fmt: skip
+                [event._asdict()[name] if name != "head" else "" for name in part["fields"]]
+            )
 
 
 def _broadcast(merged: EventLog, item: dict[str, Any], renumber: Callable[[int], int]) -> Record:
     """An exported broadcast as a record of ``merged``: its connections' server ends there."""
 
-    def end_of(connection: int) -> Recorder:
+    def end_of(connection: int) -> End:
         end = merged.server_end(renumber(connection))
         assert end is not None, "an exported broadcast names a connection without its server end"
         return end
@@ -126,12 +133,12 @@ def _broadcast(merged: EventLog, item: dict[str, Any], renumber: Callable[[int],
     )
 
 
-def _connections_in(part: dict[str, Any]) -> set[int]:
-    numbers = {end[0] for end in part["ends"]}
-    for item in part["events"]:
+def _connections_in(part: dict[str, Any], items: list[Event | dict[str, Any]]) -> set[int]:
+    numbers = {end["connection"] for end in part["ends"]}
+    for item in items:
         if isinstance(item, dict):
             numbers.update(item["connections"])
             numbers.update(connection for connection, _ in item["skipped"])
         else:
-            numbers.add(item[3])
+            numbers.add(item.connection)
     return numbers

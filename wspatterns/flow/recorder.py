@@ -1,7 +1,8 @@
 """The recorder: everything that crosses a connection, in the order it happened.
 
-An :class:`EventLog` keeps what its :class:`Recorder` s saw, with a size cap;
-the :class:`~wspatterns.Flow` a learner holds is one, with the views added.
+A flow (:class:`~wspatterns.flow.log.EventLog`) and its :class:`Recorder` s,
+one per end of each connection, share a :class:`Store`: the records
+(:mod:`~wspatterns.flow.records`), what the latest ones were, and the ends.
 Servers from :func:`wspatterns.serve` and clients from :func:`wspatterns.connect`
 record into one.
 
@@ -29,190 +30,72 @@ their every event, their counts added up: see :mod:`~wspatterns.flow.folding`.
 
 from __future__ import annotations
 
-import itertools
-import secrets
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, Protocol, cast
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from websockets.extensions import Extension
 from websockets.frames import Close, Frame, Opcode
 from websockets.typing import ExtensionName
 
-from .. import settings
-from ..errors import InvalidArgumentError
 from ..internals import put_extension_first, undecodable, written_by_broadcast
-from .events import (
+from .folding import Ends, Foldable, Folded
+from .records import (
     HEAD,
-    Entry,
-    Event,
+    WEIGHT,
+    BroadcastRecord,
+    End,
     Kind,
+    LifeRecord,
+    MessageRecord,
     Meta,
     Record,
     Side,
     Who,
-    broadcast_record,
     by_opcode,
-    expand,
-    plain,
-    read,
-    weight,
 )
-from .folding import Ends, Folded
-
-#: Events a flow keeps unless told otherwise (100,000, or ``WSPATTERNS_CAP``), older ones
-#: dropped and counted. A broadcast counts one for every :data:`FANOUT` connections reached.
-CAP = settings.CAP
 
 #: Deliveries of a broadcast that weigh one event against the cap (8 bytes each, against
 #: about 200 for an event on its own).
 FANOUT = 32
 
-# Put in the records for every FANOUT deliveries of a broadcast, so that the cap weighs
-# them; the views skip it.
-_WEIGHT = object()
 
+@dataclass(slots=True)
+class Tail:
+    """What the flow's latest records were, for the next delivery of a broadcast to join."""
 
-class EventLog:
-    """A record of messages between servers and clients, kept in memory.
-
-    At most ``cap`` events are kept (a broadcast counts one for every
-    :data:`FANOUT` connections it reached); past that the oldest are dropped
-    and counted in ``dropped``. Per-connection totals (``totals``) stay exact
-    whatever is dropped; a connection that is over and whose events were all
-    dropped is folded into ``folded``, exact totals of all such connections,
-    so that its memory, connections included, is bounded by its cap. Share one
-    flow between several servers and clients by passing ``flow=`` to
-    :func:`~wspatterns.serve` and :func:`~wspatterns.connect`.
-    """
-
-    def __init__(self, cap: int = CAP, *, token: str | None = None) -> None:
-        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            raise InvalidArgumentError(f"cap must be a positive number of events; got {cap!r}.")
-        self.cap = cap
-        # Tells a server its client records here too. A flow in another process
-        # given this token numbers the connections of this flow's clients as this
-        # flow does (1, 2, …), so that merge() can put both ends side by side; the
-        # connections it numbers itself count down from -1, so they never collide.
-        self.token = token or secrets.token_hex(4)
-        # Raw records, appended on the hot path; flow.events turns them into Events.
-        self._records: deque[Record | object] = deque(maxlen=cap)
-        # The latest payload a server end sent, its record, and a token for the
-        # broadcast under way, if any: what the next delivery may continue; and the
-        # latest broadcast, which weighs on the cap once the next one starts.
-        self._tail: list[Any] = [None, None, None, None]
-        self._connections = itertools.count(1) if token is None else itertools.count(-1, -1)
-        self._ends: Ends[Recorder] = Ends(self._records)
-        self._broadcasts = 0  # broadcast records made: until there is one, a record is an event
-
-    @property
-    def entries(self) -> list[Entry]:
-        """What the flow keeps, oldest first: an :class:`Event` each, and one
-        :class:`Broadcast` for all the deliveries of a broadcast, which makes it
-        much lighter than :attr:`events` for a flow of big broadcasts."""
-        with self._ends.lock:  # no end is folded between the two snapshots
-            records = list(self._records)
-            ends = list(self._ends)
-            recorded = sum(end.events for end in ends) + self.folded.events
-        return read(records, recorded - self._kept(records), {end.who: end for end in ends})
-
-    @property
-    def events(self) -> list[Event]:
-        """A snapshot of the events kept, oldest first, numbered in the order they happened.
-
-        Each delivery of a broadcast is an event of its own (``kind`` "message"),
-        and so is each connection it skipped (``kind`` "skipped").
-        """
-        entries = self.entries
-        if not self._broadcasts:  # every entry is an event
-            return cast(list[Event], entries)
-        return expand(entries)
-
-    @property
-    def recorded(self) -> int:
-        """How many events were ever recorded, kept or not (folded connections' too)."""
-        return self._ends.events()
-
-    @property
-    def dropped(self) -> int:
-        """How many events were recorded but are no longer kept, past the cap."""
-        return self.recorded - len(self)
-
-    @property
-    def totals(self) -> list[Recorder]:
-        """Each end of each connection the flow holds, with exact counts whatever was dropped.
-
-        That is every end but those folded: an end whose connection is over and
-        whose every event was dropped past the cap leaves this list (and
-        :meth:`~wspatterns.Flow.stats`), its counts added up in :attr:`folded`
-        instead, so that connections coming and going do not grow the flow
-        without end. Until the cap drops a connection's last event, nothing changes.
-        """
-        return list(self._ends)
-
-    @property
-    def folded(self) -> Folded:
-        """The connections no longer in :attr:`totals`, added up: how many, and their exact
-        counts (see :class:`~wspatterns.flow.folding.Folded`)."""
-        return self._ends.folded
-
-    def __len__(self) -> int:
-        """How many events are kept (each delivery of a broadcast counts)."""
-        return self._kept(list(self._records))
-
-    def _kept(self, records: list[object]) -> int:
-        return sum(map(weight, records)) if self._broadcasts else len(records)
-
-    def __iter__(self) -> Iterator[Event]:
-        return iter(self.events)
+    payload: object = None  # the latest payload a server end sent
+    record: Record | None = None  # its record: a message's, or the broadcast it joined
+    token: object = None  # a token for the broadcast under way, if any
+    broadcast: BroadcastRecord | None = None  # the latest broadcast: it weighs on the cap
+    # once the next one starts
 
     def clear(self) -> None:
-        """Forget every event and total (``folded`` too); connection numbers keep counting."""
-        with self._ends.lock:
-            self._records.clear()
-            self._tail[:] = [None, None, None, None]
-            self._ends.clear()
+        self.payload = self.record = self.token = self.broadcast = None
 
-    def new_connection(self) -> int:
-        return next(self._connections)
 
-    def server_end(self, connection: int) -> Recorder | None:
-        """The recorder of the server end of ``connection``, if this flow has one."""
-        return self._ends.server(connection)
+class Store:
+    """What a flow and its recorders share: its records (at most ``cap``), their tail, its
+    ends (:class:`~wspatterns.flow.folding.Ends`), and how many broadcasts it recorded."""
 
-    def load(self, records: list[Record], next_connection: int) -> None:
-        """Append raw records made by :meth:`Recorder` elsewhere (a merge); number on from there."""
-        self._records.extend(records)
-        self._broadcasts += sum(1 for record in records if isinstance(record, list))
-        self._connections = itertools.count(next_connection)
+    __slots__ = ("records", "tail", "ends", "broadcasts")
 
-    def export(self) -> dict[str, Any]:
-        """What this flow holds, as plain JSON-ready data, to merge in another process."""
-        with self._ends.lock:
-            ends = list(self._ends)
-            folded = self.folded.export()
-        return {
-            "token": self.token,
-            "events": [plain(entry) for entry in self.entries],
-            "ends": [[*end.who, end.sent, end.received, end.others] for end in ends],
-            "folded": folded,
-        }
+    def __init__(self, cap: int) -> None:
+        self.records: deque[Record] = deque(maxlen=cap)
+        self.tail = Tail()
+        self.ends: Ends[Foldable] = Ends(self.records)
+        self.broadcasts = 0  # broadcast records made: until there is one, a record is an event
 
-    def end(self, connection: int, server: str, client: str, at: Side) -> Recorder:
-        """A recorder for one end (``at``) of a connection, recording into this flow."""
-        who: Who = (connection, server, client, at)
-        recorder = ServerRecorder(self, who) if at == "server" else Recorder(self, who)
-        self._ends.add(recorder)
-        return recorder
 
-    def __repr__(self) -> str:
-        connections = len({end.who[0] for end in self._ends})
-        folded = self.folded.connections
-        more = f" ({folded} more folded)" if folded else ""
-        dropped = f", {self.dropped} dropped" if self.dropped else ""
-        return f"<Flow: {len(self)} events on {connections} connections{more}{dropped}>"
+@dataclass(slots=True)
+class Fragments:
+    """A fragmented message under way: its type, its size so far, its head so far."""
+
+    type: str
+    size: int
+    head: bytes
 
 
 class Watchful(Protocol):
@@ -238,37 +121,39 @@ class Recorder(Extension):
     # one cache line of this object: with 1000 connections, each one is cold.
     __slots__ = (
         "sent", "_tail", "_joined", "_records", "received", "_out", "_in",
-        "number", "flow", "who", "others", "partial", "installed", "us", "them", "connection",
+        "number", "_store", "who", "others", "partial", "installed", "us", "them", "connection",
         "folded",
     )  # fmt: skip
 
-    def __init__(self, flow: EventLog, who: Who) -> None:
-        self.flow = flow
-        self.who = who  # (connection, server, client, at)
-        self.number = who[0]
+    def __init__(self, store: Store, who: Who) -> None:
+        self._store = store
+        self.who = who
+        self.number = who.connection
         self.reset()
         self.installed = False
         self.folded: Folded | None = None  # what the flow folded it into, while it is folded
-        self._records = flow._records
-        self._tail = flow._tail
+        self._records = store.records
+        self._tail = store.tail
         self._joined: object = None  # the token of the latest broadcast that reached us
         # Its connection: a server's watches for broadcast() skipping it.
         self.connection: weakref.ref[Watchful] | None = None
         us: Side
         them: Side
-        us, them = ("server", "client") if who[3] == "server" else ("client", "server")
+        us, them = ("server", "client") if who.at == "server" else ("client", "server")
         self.us, self.them = us, them
         # What every record of a whole message says but its time, size and head, looked up
         # by the frame's opcode (None for frames that are not a text or binary message):
         # records share these tuples instead of building their own.
-        self._out = by_opcode(("message", who, us, "text"), ("message", who, us, "binary"))
-        self._in = by_opcode(("message", who, them, "text"), ("message", who, them, "binary"))
+        self._out = by_opcode(Meta("message", who, us, "text"), Meta("message", who, us, "binary"))
+        self._in = by_opcode(
+            Meta("message", who, them, "text"), Meta("message", who, them, "binary")
+        )
 
     def reset(self) -> None:
         self.sent = 0  # messages sent by this end
         self.received = 0  # messages received by this end
         self.others = 0  # events that are not messages: open, close, end, error, skipped
-        self.partial: dict[str, list[Any]] = {}  # a fragmented message under way, by sender
+        self.partial: dict[str, Fragments] = {}  # a fragmented message under way, by sender
 
     @property
     def events(self) -> int:
@@ -281,7 +166,7 @@ class Recorder(Extension):
         self.installed = True
 
     # The two hooks keep the common case (a whole text or binary message) short: one
-    # tuple appended, with the first HEAD bytes of the message (the message itself when
+    # record appended, with the first HEAD bytes of the message (the message itself when
     # it is that short: slicing all of a bytes object returns it), everything else left
     # for the views to work out. Keeping a reference to longer messages instead of a
     # copy of their head was measured: no faster, and more memory from 49 bytes up.
@@ -294,7 +179,7 @@ class Recorder(Extension):
             head = data[:HEAD]
             if type(head) is not bytes:  # a bytearray or memoryview: copy it
                 head = bytes(head)
-            self._records.append((_clock(), meta, len(data), head))
+            self._records.append(MessageRecord(_clock(), meta, len(data), head))
         else:
             self._saw(frame, self.us)
         return frame
@@ -307,7 +192,7 @@ class Recorder(Extension):
             head = data[:HEAD]
             if type(head) is not bytes:
                 head = bytes(head)
-            self._records.append((_clock(), meta, len(data), head))
+            self._records.append(MessageRecord(_clock(), meta, len(data), head))
         else:
             self._saw(frame, self.them)
         return frame
@@ -322,16 +207,16 @@ class Recorder(Extension):
         Once ``"end"`` is recorded, the flow may fold this end when its events
         are all dropped past the cap (see :mod:`~wspatterns.flow.folding`)."""
         if self.folded is not None:
-            self.flow._ends.unfold(self)
+            self._store.ends.unfold(self)
         self.others += 1
-        self._records.append((_clock(), (kind, self.who, sender, None), code, detail))
+        self._records.append(LifeRecord(_clock(), Meta(kind, self.who, sender, None), code, detail))
         if kind == "end":
-            self.flow._ends.over(self)
+            self._store.ends.over(self)
 
     def gone(self) -> None:
         """The connection is over without having opened (its handshake failed):
         the flow may fold this end, which recorded nothing."""
-        self.flow._ends.over(self)
+        self._store.ends.over(self)
 
     def _saw(self, frame: Frame, sender: Side) -> None:
         """Record fragments (as one message, once whole) and close frames."""
@@ -340,15 +225,15 @@ class Recorder(Extension):
             partial = self.partial.get(sender)
             if partial is None:
                 return
-            partial[1] += len(frame.data)
-            if len(partial[2]) < HEAD:
-                partial[2] += bytes(frame.data[: HEAD - len(partial[2])])
+            partial.size += len(frame.data)
+            if len(partial.head) < HEAD:
+                partial.head += bytes(frame.data[: HEAD - len(partial.head)])
             if frame.fin:
                 del self.partial[sender]
-                self._message(sender, *partial)
+                self._message(sender, partial.type, partial.size, partial.head)
         elif opcode is _TEXT or opcode is _BINARY:
             kind = "text" if opcode is _TEXT else "binary"
-            self.partial[sender] = [kind, len(frame.data), bytes(frame.data[:HEAD])]
+            self.partial[sender] = Fragments(kind, len(frame.data), bytes(frame.data[:HEAD]))
             if sender == self.us:
                 self.leaving_open()  # broadcast() skips us until the last fragment is out
         elif opcode is Opcode.CLOSE:
@@ -382,15 +267,15 @@ class Recorder(Extension):
         invalid = 0  # how many of them go: up to the earliest that is the invalid one
         for position in range(len(kept) - 1, -1, -1):  # back to this end's opening
             record = kept[position]
-            if record.__class__ is not tuple or record[1][1] is not self.who:
-                continue
-            kind, _, sender, type_ = record[1]
-            if kind == "open":
-                break
-            if kind == "message" and sender == self.them:
-                received.append(position)
-                if type_ == "text" and record[2] == size and record[3] == head:
-                    invalid = len(received)
+            if isinstance(record, LifeRecord) and record.meta.who is self.who:
+                if record.meta.kind == "open":
+                    break
+            elif isinstance(record, MessageRecord) and record.meta.who is self.who:
+                meta = record.meta
+                if meta.sender == self.them:
+                    received.append(position)
+                    if meta.type == "text" and record.size == size and record.head == head:
+                        invalid = len(received)
         gone = received[:invalid]
         for position in reversed(gone):  # the earliest first: the later keep their place
             place = position - len(kept)  # from the right, where records are appended
@@ -411,16 +296,20 @@ class Recorder(Extension):
 
     def _message(self, sender: Side, kind: str, size: int, head: bytes) -> None:
         if self.folded is not None:
-            self.flow._ends.unfold(self)
+            self._store.ends.unfold(self)
         if sender == self.us:
             self.sent += 1
         else:
             self.received += 1
-        self._records.append((_clock(), ("message", self.who, sender, kind), size, head))
+        meta = Meta("message", self.who, sender, kind)
+        self._records.append(MessageRecord(_clock(), meta, size, head))
 
     def __repr__(self) -> str:
-        connection, server, client, at = self.who
-        return f"<Recorder {client}↔{server} at {at}: sent {self.sent}, received {self.received}>"
+        who = self.who
+        return (
+            f"<Recorder {who.client}↔{who.server} at {who.at}: "
+            f"sent {self.sent}, received {self.received}>"
+        )
 
 
 class ServerRecorder(Recorder):
@@ -443,21 +332,21 @@ class ServerRecorder(Recorder):
     def encode(self, frame: Frame) -> Frame:
         data = frame.data
         tail = self._tail
-        if data is tail[0]:
+        if data is tail.payload:
             # The payload the flow's latest record sent: a broadcast going on? Tested first,
-            # with identity tests only (tail[3] is the latest broadcast): the fewest steps for
-            # each of a broadcast's deliveries.
-            last = tail[1]
+            # with identity tests only: the fewest steps for each of a broadcast's deliveries.
+            broadcast = tail.broadcast
             if (
-                last is tail[3]
-                and self._joined is not tail[2]
-                and self._records[-1] is last
+                broadcast is not None
+                and tail.record is broadcast
+                and self._joined is not tail.token
+                and self._records[-1] is broadcast
                 and frame.fin
                 and (frame.opcode is _TEXT or frame.opcode is _BINARY)
             ):
                 self.sent += 1
-                self._joined = tail[2]
-                tail[3][4].append(self)  # tail[3] is last
+                self._joined = tail.token
+                broadcast.recipients.append(self)
                 return frame
             meta = self._out[frame.opcode]
             if meta is not None and frame.fin:
@@ -469,10 +358,10 @@ class ServerRecorder(Recorder):
             head = data[:HEAD]
             if type(head) is not bytes:
                 head = bytes(head)
-            record = (_clock(), meta, len(data), head)
+            record = MessageRecord(_clock(), meta, len(data), head)
             self._records.append(record)
-            tail[0] = data
-            tail[1] = record
+            tail.payload = data
+            tail.record = record
         else:
             self._saw(frame, "server")
         return frame
@@ -482,68 +371,79 @@ class ServerRecorder(Recorder):
         or, if not, a message of its own."""
         tail = self._tail
         self.sent += 1
-        if self._follows(tail[1]) and written_by_broadcast():
-            self._turn_into_broadcast(tail[1], [self], [])
+        first = tail.record
+        if isinstance(first, MessageRecord) and self._follows(first) and written_by_broadcast():
+            self._turn_into_broadcast(first, [self], [])
             return
-        record = (_clock(), meta, len(data), bytes(data[:HEAD]))
+        record = MessageRecord(_clock(), meta, len(data), bytes(data[:HEAD]))
         self._records.append(record)
-        tail[0], tail[1] = data, record
+        tail.payload, tail.record = data, record
 
-    def _follows(self, record: Any) -> bool:
+    def _follows(self, record: Record | None) -> bool:
         """True if ``record``, the latest one, is another server end's message alone."""
         return (
-            record.__class__ is tuple
+            isinstance(record, MessageRecord)
             and bool(self._records)
             and self._records[-1] is record
-            and record[1][1][0] != self.number
+            and record.meta.who.connection != self.number
         )
 
     def _turn_into_broadcast(
-        self, first: tuple[Any, ...], more: list[Recorder], skipped: list[tuple[Recorder, str]]
+        self, first: MessageRecord, more: list[Recorder], skipped: list[tuple[Recorder, str]]
     ) -> None:
         """Replace ``first``, a message record, by a broadcast: it, ``more`` deliveries,
         ``skipped`` connections."""
-        time_ns, (_, who, _, type_), size, head = first
-        earlier = self.flow.server_end(who[0])
-        recipients = [*([earlier] if earlier is not None else []), *more]
-        records = self._records
-        records.pop()
-        self._start(broadcast_record(time_ns, type_, size, head, recipients, skipped))
+        earlier = self._store.ends.server(first.meta.who.connection)
+        recipients = [*([earlier] if isinstance(earlier, Recorder) else []), *more]
+        self._records.pop()
+        type_ = first.meta.type or "text"
+        self._start(first.time, type_, first.size, first.head, recipients, skipped)
 
-    def _start(self, broadcast: list[Any]) -> None:
-        """Append ``broadcast``, a new broadcast record, after weighing the previous one."""
+    def _start(
+        self,
+        time_ns: int,
+        type_: str,
+        size: int,
+        head: bytes,
+        recipients: list[Recorder],
+        skipped: list[tuple[Recorder, str]],
+    ) -> None:
+        """Record a new broadcast, after weighing the previous one."""
         tail = self._tail
-        previous = tail[3]
+        previous = tail.broadcast
         if previous is not None:  # done by now: it weighs on the cap from here on
-            self._records.extend([_WEIGHT] * ((len(previous[4]) + len(previous[5])) // FANOUT))
+            self._records.extend([WEIGHT] * (previous.weight // FANOUT))
         token = object()
-        for recorder in broadcast[4]:
+        for recorder in recipients:
             recorder._joined = token
-        for recorder, _ in broadcast[5]:
+        for recorder, _ in skipped:
             recorder._joined = token
+        ends: list[End] = list(recipients)
+        passed: list[tuple[End, str]] = list(skipped)
+        broadcast = BroadcastRecord(time_ns, type_, size, head[:HEAD], ends, passed)
         self._records.append(broadcast)
-        tail[1], tail[2], tail[3] = broadcast, token, broadcast
-        self.flow._broadcasts += 1
+        tail.record, tail.token, tail.broadcast = broadcast, token, broadcast
+        self._store.broadcasts += 1
 
     def skipped(self, why: str, message: bytes, text: bool) -> None:
         """Record that ``broadcast()``, writing ``message``, passed over this connection."""
         if self.folded is not None:
-            self.flow._ends.unfold(self)
+            self._store.ends.unfold(self)
         self.others += 1
         tail = self._tail
-        last = tail[1]
-        if message is tail[0]:
-            if last.__class__ is list and self._joined is not tail[2]:
+        last = tail.record
+        if message is tail.payload:
+            if isinstance(last, BroadcastRecord) and self._joined is not tail.token:
                 if self._records and self._records[-1] is last:
-                    last[5].append((self, why))
-                    self._joined = tail[2]
+                    last.skipped.append((self, why))
+                    self._joined = tail.token
                     return
-            elif self._follows(last):  # the first delivery of this pass
+            elif isinstance(last, MessageRecord) and self._follows(last):  # its first delivery
                 self._turn_into_broadcast(last, [], [(self, why)])
                 return
         type_ = "text" if text else "binary"
-        tail[0] = message
-        self._start(broadcast_record(_clock(), type_, len(message), message, [], [(self, why)]))
+        tail.payload = message
+        self._start(_clock(), type_, len(message), message, [], [(self, why)])
 
 
 _TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY  # compared by identity: hashing enums is slow

@@ -14,7 +14,8 @@ from websockets.asyncio.connection import Connection
 
 from ..internals import closed_first_by_peer, watch_broadcast_skips
 from .events import Side
-from .recorder import EventLog, Recorder, ServerRecorder
+from .log import EventLog
+from .recorder import Recorder, ServerRecorder
 
 #: Query parameters whose values a flow never keeps: the path of each opening is shown.
 SECRET_PARAMETERS = frozenset({"token", "password", "secret", "key", "access_token"})
@@ -46,14 +47,12 @@ class Recording(Connection):
     """
 
     recorder: Recorder | None = None
-
-    @property
-    def flow(self) -> EventLog | None:
-        return None if self.recorder is None else self.recorder.flow
+    flow: EventLog | None = None  # the flow it records into
 
     def start_recording(
         self, flow: EventLog, connection: int, server: str, client: str, at: Side
     ) -> None:
+        self.flow = flow
         self.recorder = flow.end(connection, server, client, at)
         self.recorder.connection = weakref.ref(self)
 

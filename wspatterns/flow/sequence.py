@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from ..errors import InvalidArgumentError
 from .events import Broadcast, Entry, Event, Kind, Side
 from .labels import LANES, OTHERS, label, printable, server_lanes, servers_in
-from .recorder import EventLog
+from .log import EventLog
 
 #: Rows a sequence diagram shows before it summarises the middle.
 LIMIT = 30
@@ -109,11 +109,11 @@ def sequence(
             entry
             for entry in entries
             if (entry.client in chosen if isinstance(entry, Event) else
-                any(who[2] in chosen for who in entry.recipients)
-                or any(who[2] in chosen for who, _ in entry.skipped))
+                any(who.client in chosen for who in entry.recipients)
+                or any(who.client in chosen for who, _ in entry.skipped))
         ]  # fmt: skip
-    servers = {end.who[1] for end in ends if end.who[3] == "server"}
-    recording = {end.who[0] for end in ends if end.who[3] == "client"}
+    servers = {end.who.server for end in ends if end.who.at == "server"}
+    recording = {end.number for end in ends if end.who.at == "client"}
     server_lane = server_lanes(servers_in(entries, servers))
     found = list(_steps(entries, server_lane, recording, width, chosen))
     notes = []
@@ -191,7 +191,7 @@ def _steps(
             if chosen is None:
                 count = len(entry.connections)
             else:
-                count = sum(who[2] in chosen for who in entry.recipients)
+                count = sum(who.client in chosen for who in entry.recipients)
             if count:
                 yield Step((), entry, count=count)  # its lanes are worked out if drawn
             if entry.skips:

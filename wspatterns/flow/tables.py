@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import InvalidArgumentError
 from .events import Broadcast, Event, Side
 from .labels import LANES, preview
-from .recorder import EventLog
+from .log import EventLog
 
 if TYPE_CHECKING:
     import pandas
@@ -86,7 +86,7 @@ def _broadcast_row(broadcast: Broadcast, start: int) -> tuple[Any, ...]:
         names.append(f"and {len(recipients) - LANES:,} others")
     skipped = sorted(broadcast.skipped)
     servers = ", ".join(broadcast.servers)
-    why = "; ".join(f"{who[2]} ({reason})" for who, reason in skipped)
+    why = "; ".join(f"{who.client} ({reason})" for who, reason in skipped)
     return (
         broadcast.seq,
         (broadcast.time - start) / 1e6,
@@ -132,8 +132,9 @@ def stats(flow: EventLog) -> pandas.DataFrame:
     counts: dict[tuple[int, Side, Side], int] = {}  # (connection, at, sender) -> messages
     recording: set[int] = set()  # connections whose client end records here
     for totals in flow.totals:
-        connection, server, client, at = totals.who
-        names[connection] = (client, server)
+        who = totals.who
+        connection, at = who.connection, who.at
+        names[connection] = (who.client, who.server)
         other: Side = "client" if at == "server" else "server"
         counts[connection, at, at] = totals.sent
         counts[connection, at, other] = totals.received

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .events import Broadcast, Event, Side
 from .labels import LANES, OTHERS, server_lanes, servers_in
-from .recorder import EventLog
+from .log import EventLog
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,8 +26,8 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
     from matplotlib.lines import Line2D
 
     entries = flow.entries
-    servers = {end.who[1] for end in flow.totals if end.who[3] == "server"}
-    recording = {end.who[0] for end in flow.totals if end.who[3] == "client"}
+    servers = {end.who.server for end in flow.totals if end.who.at == "server"}
+    recording = {end.number for end in flow.totals if end.who.at == "client"}
     clients = list(
         dict.fromkeys(
             client
@@ -63,12 +63,12 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
             for server in entry.servers:  # one dot per server, for all its deliveries
                 marks["sent"].append((t, row[server_lane[server]]))
             if recording:  # receipts to join to
-                at = {who[0]: row[server_lane[who[1]]] for who in entry.recipients}
+                at = {who.connection: row[server_lane[who.server]] for who in entry.recipients}
                 for connection, index in entry.deliveries:
                     if connection in recording:
                         sends[connection, "server", index] = (t, at[connection])
-            for (_, _, client, _), _ in entry.skipped:
-                marks["skipped"].append((t, row.get(client, row.get(OTHERS, 0))))
+            for who, _ in entry.skipped:
+                marks["skipped"].append((t, row.get(who.client, row.get(OTHERS, 0))))
             continue
         event = entry
         t = (event.time - start) / 1e6
@@ -126,9 +126,7 @@ def timeline(flow: EventLog, *, lanes: int = LANES, title: str | None = None) ->
     return figure
 
 
-
-
 def _clients(broadcast: Broadcast) -> list[str]:
     """The clients a broadcast reached or skipped, by connection number."""
     ends = set(broadcast.recipients).union(who for who, _ in broadcast.skipped)
-    return [client for _, _, client, _ in sorted(ends)]
+    return [who.client for who in sorted(ends)]

@@ -568,7 +568,7 @@ async def test_limit_os_buffers_makes_the_server_hold_what_a_client_does_not_rea
         broadcast(room, bytes(64 * 1024))
         await asyncio.sleep(0)
     # The client reads until its queue is full (16 messages), then reads no more.
-    [client_end] = [end for end in server.flow.totals if end.who[3] == "client"]
+    [client_end] = [end for end in server.flow.totals if end.who.at == "client"]
     await eventually(lambda: client_end.received >= 16, "the client's queue to fill")
     assert end.transport.get_write_buffer_size() > 1_000_000
     # A closing handshake would wait behind those megabytes: drop the connection instead.

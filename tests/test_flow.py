@@ -5,6 +5,7 @@ import gc
 import hashlib
 import os
 import tracemalloc
+import weakref
 
 import pytest
 from websockets.asyncio.client import connect as raw_connect
@@ -396,7 +397,7 @@ def test_connections_that_come_and_go_do_not_grow_a_flow_past_its_cap():
             short_connection(flow, number)
         grown = flow_bytes() - before
     assert grown < 200_000, f"the flow grew by {grown:,} B over 18,000 connections"
-    kept = {end.who[0] for end in flow.totals}
+    kept = {end.who.connection for end in flow.totals}
     assert len(kept) < 300  # those its 1,000 events still name, and a few not looked at yet
     assert flow.folded.connections + len(kept) == 20_000
     assert flow.folded.ends + len(flow.totals) == 40_000
@@ -478,7 +479,7 @@ async def test_plain_clients_coming_and_going_do_not_grow_a_server_s_flow():
         gc.collect()
         grown = flow_bytes() - before
     assert grown < 150_000, f"the flow grew by {grown:,} B over 1,500 connections"
-    kept = {end.who[0] for end in flow.totals}
+    kept = {end.who.connection for end in flow.totals}
     assert flow.folded.connections + len(kept) == 1_700
     assert flow.folded.received + sum(end.received for end in flow.totals) == 1_700
     assert set(flow.stats().index) == kept
@@ -578,7 +579,7 @@ async def test_a_broadcast_to_1000_connections_is_stored_as_one_record():
     events_before = len(server.flow)
     broadcast(room, "to everyone")
     [record] = broadcasts(server.flow)
-    assert sorted(record.connections) == sorted(peer.recorder.who[0] for peer in room)
+    assert sorted(record.connections) == sorted(peer.recorder.who.connection for peer in room)
     assert (record.type, record.size, record.head) == ("text", 11, b"to everyone")
     assert len(server.flow.entries) == events_before + 1  # one entry…
     assert len(server.flow) == server.flow.recorded == events_before + 1000  # …for 1000 events
@@ -634,8 +635,8 @@ async def test_a_connection_that_closed_is_recorded_as_skipped():
     await eventually(lambda: peers[2].state.name == "CLOSED", "carol's connection closed")
     broadcast(peers, "who is left?")
     [record] = broadcasts(server.flow)
-    assert [who[2] for who in record.recipients] == ["alice", "bob"]
-    assert [(who[2], why) for who, why in record.skipped] == [("carol", "closed")]
+    assert [who.client for who in record.recipients] == ["alice", "bob"]
+    assert [(who.client, why) for who, why in record.skipped] == [("carol", "closed")]
     [skip] = [e for e in server.flow.events if e.kind == "skipped"]
     assert (skip.client, skip.detail, skip.broadcast) == ("carol", "closed", record.seq)
     assert "broadcast() skipped carol (closed)" in every_view(server.flow).text
@@ -668,12 +669,12 @@ async def test_a_connection_closing_or_sending_fragments_is_recorded_as_skipped(
     await closing
     broadcast(room, "later")  # everyone open again (carol is gone from the room)
     first, later = broadcasts(server.flow)
-    assert [who[2] for who in first.recipients] == ["alice"]
-    assert sorted((who[2], why) for who, why in first.skipped) == [
+    assert [who.client for who in first.recipients] == ["alice"]
+    assert sorted((who.client, why) for who, why in first.skipped) == [
         ("bob", "sending a fragmented message"),
         ("carol", "closing"),
     ]
-    assert sorted(who[2] for who in later.recipients) == ["alice", "bob"]
+    assert sorted(who.client for who in later.recipients) == ["alice", "bob"]
     assert later.skipped == []
     assert type(bob) is type(alice)  # back to its own class, like a connection never skipped
     every_view(server.flow)
@@ -705,7 +706,7 @@ async def test_one_broadcast_to_the_connections_of_two_servers_sharing_a_flow():
     await close_all(first_clients + second_clients)
     [record] = broadcasts(flow)
     assert record.servers == ["one", "two"]
-    assert sorted((who[1], who[2]) for who in record.recipients) == [
+    assert sorted((who.server, who.client) for who in record.recipients) == [
         ("one", "a1"), ("one", "a2"), ("two", "b1"), ("two", "b2")
     ]  # fmt: skip
     text = every_view(flow).text
@@ -753,7 +754,21 @@ async def test_merge_carries_broadcasts_across_processes():
     await close_all([*clients, raw])
     merged = merge(here, there.export())
     [record] = broadcasts(merged)
-    assert sorted(who[2] for who in record.recipients) == ["alice", "bob", "client-1"]
+    assert sorted(who.client for who in record.recipients) == ["alice", "bob", "client-1"]
     assert merged.stats()["latency pairs"].sum() == 2  # alice's and bob's receipts, paired
     text = merged.sequence().text
     assert text.count("“from far”") == 1  # one fan-out, both ends' records of it
+
+    # Nothing in a merged flow points back at it: let go, it is freed at once, with no
+    # help from the cyclic garbage collector (a live flow and its recorders are a cycle).
+    exported = there.export()
+    gc.collect()
+    gc.disable()
+    try:
+        merged = merge(here, exported)
+        assert broadcasts(merged) and len(merged.totals) == 5  # three server ends, two clients
+        freed = weakref.ref(merged)
+        del merged, record
+        assert freed() is None, "a merged flow is kept alive by a reference cycle"
+    finally:
+        gc.enable()

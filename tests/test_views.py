@@ -407,7 +407,7 @@ async def test_a_set_based_registry_draws_the_same_diagram_on_every_run():
         # The record keeps the order broadcast() wrote in, which is the set's...
         for entry in flow.entries:
             if isinstance(entry, Broadcast):
-                assert [who[2] for who in entry.recipients] == order
+                assert [who.client for who in entry.recipients] == order
     first = diagrams[0]
     for other in diagrams[1:]:
         assert (other.text, other.mermaid, other.svg) == (first.text, first.mermaid, first.svg)

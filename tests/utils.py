@@ -124,7 +124,7 @@ def every_view(flow):
     assert len(flow.table()) == len(flow) == len(flow.events)
     folded = sum(len(entry) - 1 for entry in flow.entries if isinstance(entry, Broadcast))
     assert len(flow.table(per="broadcast")) == len(flow) - folded
-    connections = {end.who[0] for end in flow.totals}
+    connections = {end.who.connection for end in flow.totals}
     assert set(flow.stats().index) == connections
     pyplot.close(flow.timeline())
     assert f"on {len(connections)} connection" in repr(flow.live())

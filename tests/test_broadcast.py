@@ -327,9 +327,17 @@ def command_line(pid: int) -> bytes:
 
 
 def children_but(redis_server) -> list[psutil.Process]:
-    """This process's children, except the redis-server the test started."""
-    own = redis_server.process.pid if redis_server.process is not None else None
-    return [child for child in psutil.Process().children(recursive=True) if child.pid != own]
+    """This process's children, except the redis-server the test started and its watchdog
+    (its process group)."""
+    own = os.getpgid(redis_server.process.pid) if redis_server.process is not None else None
+
+    def other(child: psutil.Process) -> bool:
+        try:
+            return os.getpgid(child.pid) != own
+        except ProcessLookupError:  # gone meanwhile: left nothing
+            return False
+
+    return [child for child in psutil.Process().children(recursive=True) if other(child)]
 
 
 async def first_line(process) -> str:

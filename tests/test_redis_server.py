@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ from wspatterns.pubsub.redis_server import (
 )
 from wspatterns.runtime import lifecycle
 
-from .utils import MS
+from .utils import BOUND, MS, eventually
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
@@ -92,8 +93,9 @@ async def test_start_redis_gives_a_private_redis_that_answers_and_stop_removes_i
         assert not os.path.exists(server.directory)
         cwd = os.readlink(f"/proc/{server.process.pid}/cwd")
         assert cwd == f"{server.directory} (deleted)"
-        server.process.terminate()  # a Redis told to save would try now, fail, and stay
-        assert server.process.wait(5) == 0  # no persistence
+        os.kill(server.process.pid, signal.SIGTERM)  # a Redis told to save would try, and stay
+        await eventually(lambda: server.process.returncode is not None, "redis-server to end")
+        assert server.process.returncode == 0  # no persistence
     finally:
         server.stop()
     assert not server.running
@@ -143,6 +145,74 @@ def test_a_redis_whose_owner_is_killed_dies_with_it_and_leaves_nothing_on_disk(s
     assert pid not in redis_servers()
     assert files_holding(secret, since=began) == []
     assert not os.path.exists(directory)
+
+
+# A kernel-like owner: a loop that awaited start_redis(), killed with SIGKILL (no atexit).
+KERNEL = """
+import asyncio, json, os, sys
+from wspatterns.pubsub import redis_server
+from wspatterns.runtime import processes
+
+if sys.argv[1] == "no-death-signal":  # as on macOS, which has no parent-death signal
+    for module in (processes, redis_server):
+        setattr(module, "die_with_parent", lambda: None)
+
+async def main():
+    broker = await redis_server.start_redis()
+    print(json.dumps(broker.process.pid), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("death_signal", ["death-signal", "no-death-signal"])
+def test_no_redis_outlives_a_kernel_killed_with_sigkill(death_signal):
+    owner = subprocess.Popen(
+        [sys.executable, "-c", KERNEL, death_signal], stdout=subprocess.PIPE, text=True
+    )
+    pid = json.loads(owner.stdout.readline())
+    redis = psutil.Process(pid)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    deadline = time.monotonic() + BOUND  # the watchdog: SIGTERM to the group, SIGKILL 2 s later
+    while still_running(redis) and time.monotonic() < deadline:
+        time.sleep(10 * MS)
+    assert not still_running(redis), f"redis-server {pid} outlived its kernel"
+
+
+def still_running(process: psutil.Process) -> bool:
+    """Whether ``process`` (this very one, not a reused pid) runs; a zombie does not."""
+    with contextlib.suppress(psutil.Error):
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    return False
+
+
+def test_ctrl_c_in_a_terminal_reaches_the_script_not_its_redis():
+    script = textwrap.dedent(
+        """
+        import json, time
+        from wspatterns.pubsub.redis_server import _answers, start_redis_blocking
+        broker = start_redis_blocking()
+        try:
+            print(json.dumps(broker.process.pid), flush=True)
+            time.sleep(60)
+        except KeyboardInterrupt:
+            time.sleep(0.5)  # whatever Ctrl+C did to its Redis is done by now
+            print(json.dumps([broker.running, _answers(broker.url)]), flush=True)
+        """
+    )
+    owner = subprocess.Popen(  # the leader of its own group, as a shell makes a command
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        redis = psutil.Process(json.loads(owner.stdout.readline()))
+        os.killpg(owner.pid, signal.SIGINT)  # Ctrl+C: the terminal signals its foreground group
+        assert json.loads(owner.stdout.readline()) == [True, True]  # the Redis still serves
+        assert owner.wait(10) == 0
+    finally:
+        owner.kill()
+    assert not still_running(redis)  # and the script's end stopped it
 
 
 def test_files_holding_finds_a_secret_written_in_the_temporary_directory():
@@ -266,8 +336,7 @@ async def test_a_redis_is_taken_as_started_once_it_takes_its_secret_and_answers_
     assert not _answers(server.url)
 
 
-async def test_start_redis_blocking_is_start_redis_waited_for_from_plain_code(monkeypatch):
-    from wspatterns.pubsub import redis_server
+async def test_start_redis_blocking_is_start_redis_waited_for_from_plain_code():
     from wspatterns.pubsub.redis_server import _answers
 
     # From a thread that runs an event loop already (a notebook cell's): it still works.
@@ -276,17 +345,28 @@ async def test_start_redis_blocking_is_start_redis_waited_for_from_plain_code(mo
         assert broker.running and _answers(broker.url)
     finally:
         broker.stop()
+    assert not broker.running and broker.process.pid not in redis_servers()
 
+
+def test_ctrl_c_while_start_redis_blocking_waits_stops_its_server(monkeypatch):
+    from wspatterns.pubsub import redis_server
+
+    monkeypatch.setattr(redis_server, "_answers", lambda url: False)  # it never answers
+    assert threading.current_thread() is threading.main_thread()  # where SIGINT is handled
     waiting = []
 
-    def interrupted(coro):  # Ctrl+C while it waits
-        coro.close()
-        waiting.append(spawned("interrupted"))
-        raise KeyboardInterrupt
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + BOUND
+        while (broker := spawned("interrupted")) is None and time.monotonic() < deadline:
+            time.sleep(MS)
+        waiting.append(broker)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
-    monkeypatch.setattr(redis_server, "run_in_a_thread", interrupted)
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
     with pytest.raises(KeyboardInterrupt):
-        start_redis_blocking(name="interrupted")
+        start_redis_blocking(name="interrupted", timeout=60)
+    presser.join()
     [broker] = waiting
     assert not broker.running and broker.process.pid not in redis_servers()
     assert lifecycle.get("redis", "interrupted") is None
@@ -359,11 +439,14 @@ async def test_start_redis_lets_other_tasks_run_while_redis_starts():
         broker.stop()
 
 
-async def test_cancelling_start_redis_leaves_no_redis_behind():
+async def test_cancelling_start_redis_leaves_no_redis_behind(monkeypatch):
+    from wspatterns.pubsub import redis_server
+
+    monkeypatch.setattr(redis_server, "_answers", lambda url: False)  # it never answers
     starting = asyncio.create_task(start_redis(name="cancelled"))
-    await asyncio.sleep(0)  # its first turn: it spawns redis-server, then waits for a PING
+    await eventually(lambda: spawned("cancelled") is not None, "redis-server to be spawned")
     broker = spawned("cancelled")
-    assert broker is not None and not starting.done()
+    assert broker is not None and not starting.done()  # it waits for a PING
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
@@ -429,14 +512,14 @@ async def test_the_secret_is_on_no_command_line_and_in_no_file():
     try:
         secret = secret_of(broker)
         # What the kit ran, and what ps shows now (redis-server rewrites its title, later).
-        assert not any(secret in word for word in broker.process.args)
+        assert not any(secret in word for word in broker.child.command())
         assert secret.encode() not in command_line(broker.process.pid)
         assert str(broker.port).encode() in command_line(broker.process.pid)  # the right one
         assert files_holding(secret, since=began) == []
-        log = Path(f"/proc/{broker.process.pid}/fd/1")  # its stdout: a file without a name
-        assert log.readlink().name.endswith("(deleted)")
-        assert b"Ready to accept connections" in log.read_bytes()
-        assert secret.encode() not in log.read_bytes()
+        log = Path(f"/proc/{broker.process.pid}/fd/1")  # its stdout: a pipe, not a file
+        assert log.readlink().name.startswith("pipe:")
+        said = "\n".join(broker.child.stderr_tail)  # what the kit kept of it
+        assert "Ready to accept connections" in said and secret not in said
     finally:
         broker.stop()
 

@@ -3,16 +3,18 @@
 ``broker = await start_redis()`` runs a ``redis-server`` of its own on a free
 loopback port, without persistence, and returns a :class:`RedisServer` whose
 ``url`` goes to ``redis.asyncio.from_url``. It is stopped by ``stop()``, by
-starting another under the same name, at the end of the interpreter, and, on
-Linux, by the operating system as soon as the process that started it dies (a
-kernel restart or a killed test run leaves no ``redis-server`` behind).
+starting another under the same name, at the end of the interpreter, and as
+soon as the process that started it dies, however it dies: it is one of the
+kit's child processes (:class:`~wspatterns.runtime.processes.ChildProcess`),
+in a process group a watchdog holds (a kernel restart or a killed test run
+leaves no ``redis-server`` behind), which a terminal's Ctrl+C does not reach.
 
 Nor does it leave files: its configuration comes on its standard input, its log
-goes to a file that has no name, and the private directory it runs in is
-removed as soon as it answers, so that it could write nothing there if it
-tried. A process killed while its Redis was starting may leave that directory,
-empty, behind: the next start removes the directories of processes that are
-gone (and those older kits left, which held the secret).
+goes to a pipe the kit reads (keeping its last lines), and the private directory
+it runs in is removed as soon as it answers, so that it could write nothing
+there if it tried. A process killed while its Redis was starting may leave that
+directory, empty, behind: the next start removes the directories of processes
+that are gone (and those older kits left, which held the secret).
 
 Any user of the machine can reach a loopback port, so the server is locked:
 it wants a password made for it alone, which ``url`` carries
@@ -41,13 +43,12 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psutil
@@ -57,8 +58,8 @@ from redis.retry import Retry
 
 from ..errors import MissingFileError, NotStartedByKitError, ProcessFailed
 from ..runtime import lifecycle
-from ..runtime.loops import run_in_a_thread
-from ..runtime.processes import die_with_parent, free_port
+from ..runtime.loops import await_on_loop, finish_on_loop, kit_loop
+from ..runtime.processes import LAST_WORDS, ChildProcess, free_port
 from ..settings import DEFAULT, timeout_seconds
 
 HOW_TO_GET_ONE = (
@@ -100,6 +101,10 @@ _OLDEST = (5, 0)
 
 # How long to wait between two questions to a redis-server that is starting.
 _POLL = 0.02
+
+# Seconds reaping a redis-server may take once it is told to end: its last lines, then its
+# process and its watchdog (ChildProcess.close), each bounded.
+_REAPING = LAST_WORDS + 12
 
 # The directory a redis-server of the kit runs in, in the temporary directory: this prefix,
 # the pid of the process that started it, then mkdtemp's eight random characters. Older
@@ -156,6 +161,49 @@ def find_redis_server(*, path: str | None = None, bundled: bool = True) -> str:
     raise MissingFileError(f"wspatterns found no redis-server. {HOW_TO_GET_ONE}")
 
 
+class RedisProcess(ChildProcess):
+    """redis-server, run as the kit runs every child (see
+    :class:`~wspatterns.runtime.processes.ChildProcess`): in a process group a watchdog
+    holds, so that it ends with the kernel however the kernel ends, and out of reach of a
+    terminal's Ctrl+C; its log (its stdout) kept within bounds, the last lines in
+    ``stderr_tail``. Its :class:`RedisServer` owns it: the registry holds that one."""
+
+    role = "redis-server"
+    watched = True
+    stdout_is_log = True
+    registered = False
+
+    def __init__(self, binary: str, directory: str) -> None:
+        super().__init__(["-"])  # "-": the configuration on stdin, not a file nor argv
+        self.binary = binary
+        self.cwd = directory
+
+    def command(self) -> list[str]:
+        return [self.binary, *self.args]
+
+    async def launch_with(self, config: bytes) -> None:
+        """Start redis-server and hand it ``config`` on its stdin, closed at once."""
+        await self.launch()
+        assert self.process is not None and self.process.stdin is not None
+        # A few hundred bytes: the pipe takes them at once, whether redis-server reads or not.
+        with contextlib.suppress(OSError, RuntimeError):  # it died at once: _check_starting
+            self.process.stdin.write(config)
+            self.process.stdin.close()
+
+    async def end(self, grace: float) -> None:
+        """SIGTERM (redis-server quits; the watchdog ignores it), then, after ``grace`` s or
+        once it has quit, kill what is left of its group and reap it (0: kill at once)."""
+        if grace > 0 and self.process is not None and self.process.returncode is None:
+            self.signal_group(signal.SIGTERM)
+            await self.exited(grace)
+        await self.close(grace=0)
+
+    async def said_last(self) -> str:
+        """The last line of its log, once what it wrote before it ended has been read."""
+        await self.gone()
+        return self.stderr_tail[-1] if self.stderr_tail else ""
+
+
 class RedisServer:
     """A Redis the kit runs (or, with ``WSPATTERNS_REDIS_URL``, one it was pointed at).
 
@@ -163,30 +211,28 @@ class RedisServer:
     a hub or :func:`~wspatterns.workers.start_workers`, and show ``redacted(url)``, as
     ``repr()`` does. ``stop()`` ends the process; ``kill()`` ends it abruptly, as a crash
     would; ``await restart()`` starts it again on the same port with the same secret, empty.
-    None of them touches a Redis the kit did not start.
+    None of them touches a Redis the kit did not start. Its process lives on the kit's own
+    loop (:func:`~wspatterns.runtime.loops.kit_loop`), so that plain code, a notebook
+    cell's included, can stop it and wait until it has stopped.
     """
 
-    def __init__(
-        self,
-        url: str,
-        process: subprocess.Popen[bytes] | None,
-        directory: str | None,
-        *,
-        binary: str | None = None,
-        name: str = "redis",
-    ):
+    def __init__(self, url: str, *, binary: str | None = None, name: str = "redis"):
         self.url = url
-        self.process = process
-        self.directory = directory  # the one it runs in, removed once it answers: see _spawn
         self.binary = binary  # None for a Redis the kit did not start
         self.name = name
-        self._log: IO[bytes] | None = None  # its stdout and stderr, in a file without a name
+        self.directory: str | None = None  # the one it runs in, removed once it answers
+        self.child: RedisProcess | None = None  # its redis-server, once started
+
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """Its redis-server process (the latest, after a restart), or None."""
+        return None if self.child is None else self.child.process
 
     @property
     def running(self) -> bool:
         if self.binary is None:
             return True  # somebody else's: assumed up
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.returncode is None
 
     @property
     def port(self) -> int:
@@ -194,21 +240,22 @@ class RedisServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout`` s)."""
-        self._end(timeout)
         lifecycle.forget("redis", self.name, self)
+        if self.child is not None:
+            finish_on_loop(kit_loop(), self._end(timeout), timeout + _REAPING, self._kill_now)
 
     async def retire(self, why: str) -> None:
-        await asyncio.to_thread(self.stop)
+        lifecycle.forget("redis", self.name, self)
+        if self.child is not None:
+            await await_on_loop(kit_loop(), self._end(5.0), 5.0 + _REAPING, self._kill_now)
 
     def retire_now(self, why: str) -> None:
         self.stop()
 
     def kill(self) -> None:
         """End the server at once with SIGKILL, as a crash would; its clients see it drop."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._end()
+        if self.child is not None:
+            finish_on_loop(kit_loop(), self._end(0), _REAPING, self._kill_now)
 
     async def restart(self, timeout: float | None = DEFAULT) -> None:
         """Start the server again on the same port with the same secret (stopping it first if
@@ -223,48 +270,57 @@ class RedisServer:
             raise NotStartedByKitError(
                 f"the kit did not start the Redis at {redacted(self.url)}; cannot restart it"
             )
-        self._end()
+        await await_on_loop(kit_loop(), self._end(5.0), 5.0 + _REAPING, self._kill_now)
         if lifecycle.get("redis", self.name) is None:  # stop() retired it: take its name back
             lifecycle.add("redis", self.name, self)
-        self._spawn()
-        await self._wait(timeout_seconds(timeout))
+        await self._started(timeout_seconds(timeout))
 
-    def _end(self, timeout: float = 5.0) -> None:
-        """End the process if it runs, and remove what is left of it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-        self._remove_directory()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    async def _started(self, timeout: float | None) -> None:
+        """:meth:`_start` on the kit's loop, awaited here; stopped if it fails or the caller
+        gives up (cancelled), before the error reaches the caller."""
+        try:
+            await await_on_loop(kit_loop(), self._start(timeout), None, _kit_loop_stopped)
+        except BaseException:
+            self.stop()
+            raise
 
-    def _spawn(self) -> None:
-        """Start redis-server, its configuration on its stdin; :meth:`_wait` waits for it."""
+    def _started_blocking(self, timeout: float | None) -> None:
+        """:meth:`_started` from plain code; Ctrl+C meanwhile stops the server at once."""
+        try:
+            finish_on_loop(kit_loop(), self._start(timeout), None, _kit_loop_busy)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start(self, timeout: float | None) -> None:
+        """Start redis-server, its configuration on its stdin, and return once it answers
+        PING (ProcessFailed if it dies first or takes over ``timeout`` s); on the kit's loop.
+        """
         assert self.binary is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
         config = self._config(_version(self.binary)).encode()
         # It runs in a private directory (0700), removed once it answers: it could write
         # nothing there if it tried. Named for this process, so that the next start can tell
         # whether its owner is alive.
         self.directory = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
-        self._log = tempfile.TemporaryFile()  # no name: gone with the last file descriptor
-        self.process = subprocess.Popen(
-            [self.binary, "-"],  # "-": the configuration on stdin, not a file nor argv
-            stdin=subprocess.PIPE,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
-        )
-        assert self.process.stdin is not None
-        # A few hundred bytes: the pipe takes them at once, whether redis-server reads or not.
-        with contextlib.suppress(BrokenPipeError):  # it died at once: _check_starting says why
-            with self.process.stdin as stdin:
-                stdin.write(config)
+        self.child = child = RedisProcess(self.binary, self.directory)
+        await child.launch_with(config)
+        while not await asyncio.to_thread(_answers, self.url):
+            await self._check_starting(child, deadline)
+            await asyncio.sleep(_POLL)
+        self._remove_directory()  # it read its configuration
+
+    async def _end(self, grace: float) -> None:
+        """End the process if it runs (see :meth:`RedisProcess.end`), and remove what is left
+        of it; on the kit's loop."""
+        if self.child is not None:
+            await self.child.end(grace)
+        self._remove_directory()
+
+    def _kill_now(self) -> None:
+        """Kill it without waiting: what plain code on the kit's own loop can do."""
+        if self.child is not None:
+            self.child.kill()
 
     def _remove_directory(self) -> None:
         """Remove the directory it runs in (empty: it writes nothing there)."""
@@ -277,7 +333,7 @@ class RedisServer:
             "bind 127.0.0.1",
             'save ""',
             "appendonly no",
-            'logfile ""',  # stdout: the file without a name
+            'logfile ""',  # stdout: a pipe the kit reads, keeping the last lines only
             "daemonize no",
             f"requirepass {_quoted(urlsplit(self.url).password or '')}",
         ]
@@ -288,25 +344,12 @@ class RedisServer:
         ]
         return "\n".join(lines) + "\n"
 
-    async def _wait(self, timeout: float | None) -> None:
-        """Return once the server answers PING, letting other tasks run meanwhile; stop it
-        if it does not (ProcessFailed) or if the caller gives up (cancelled)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while not await asyncio.to_thread(_answers, self.url):
-                self._check_starting(deadline)
-                await asyncio.sleep(_POLL)
-        except BaseException:
-            self.stop()
-            raise
-        self._remove_directory()  # it read its configuration: see _spawn
-
-    def _check_starting(self, deadline: float | None) -> None:
+    async def _check_starting(self, child: RedisProcess, deadline: float | None) -> None:
         """Raise ProcessFailed, with the end of its log, if the server died or is too late."""
-        assert self.process is not None and self._log is not None
-        code = self.process.poll()
+        assert child.process is not None
+        code = child.process.returncode
         if code is not None or (deadline is not None and time.monotonic() > deadline):
-            said = _tail(self._log)
+            said = await child.said_last() if code is not None else ""
             how = f"exit code {code}" if code is not None else "no answer in time"
             why = f"{said} ({how})" if said else how
             raise ProcessFailed(
@@ -323,6 +366,14 @@ class RedisServer:
         whose = "the kit's" if self.binary is not None else "an existing"
         state = "running" if self.running else "stopped"
         return f"<RedisServer {whose} at {redacted(self.url)} {state}>"
+
+
+def _kit_loop_stopped() -> None:
+    raise ProcessFailed("the kit's own event loop has stopped: the interpreter is ending")
+
+
+def _kit_loop_busy() -> None:
+    raise ProcessFailed("start_redis_blocking() cannot block the kit's own event loop")
 
 
 async def start_redis(
@@ -345,8 +396,7 @@ async def start_redis(
     """
     server = _prepare(name, binary, port)
     if server.binary is not None:
-        server._spawn()  # here, on the caller's thread: see die_with_parent
-        await server._wait(timeout_seconds(timeout))
+        await server._started(timeout_seconds(timeout))
     return server
 
 
@@ -361,12 +411,7 @@ def start_redis_blocking(
     until the server answers."""
     server = _prepare(name, binary, port)
     if server.binary is not None:
-        server._spawn()  # here, on the caller's thread: see die_with_parent
-        try:
-            run_in_a_thread(server._wait(timeout_seconds(timeout)))
-        except BaseException:  # Ctrl+C: _wait() ends once its server is gone
-            server.stop()
-            raise
+        server._started_blocking(timeout_seconds(timeout))
     return server
 
 
@@ -378,11 +423,11 @@ def _prepare(name: str, binary: str | None, port: int | None) -> RedisServer:
         _remove_left_behind()
     lifecycle.retire_now("redis", name, f"a newer start_redis(name={name!r}) replaced it")
     if existing:
-        server = RedisServer(existing, None, None, name=name)
+        server = RedisServer(existing, name=name)
     else:
         secret = secrets.token_urlsafe(32)  # URL-safe: goes in the URL as it is
         url = f"redis://:{secret}@127.0.0.1:{port or free_port()}/0"
-        server = RedisServer(url, None, None, binary=binary, name=name)
+        server = RedisServer(url, binary=binary, name=name)
     lifecycle.add("redis", name, server)
     return server
 
@@ -446,13 +491,3 @@ def _answers(url: str) -> bool:
         return False
     finally:
         client.close()
-
-
-def _tail(log: IO[bytes]) -> str:
-    """The last line of ``log`` (redis-server writes it; the position is shared: read aside)."""
-    with contextlib.suppress(OSError):
-        end = os.fstat(log.fileno()).st_size
-        text = os.pread(log.fileno(), 4096, max(0, end - 4096)).decode(errors="replace")
-        lines = text.strip().splitlines()
-        return lines[-1] if lines else ""
-    return ""

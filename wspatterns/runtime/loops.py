@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -21,10 +23,11 @@ def is_current(loop: asyncio.AbstractEventLoop) -> bool:
 async def await_on_loop(
     loop: asyncio.AbstractEventLoop | None,
     coro: Coroutine[Any, Any, None],
-    limit: float,
+    limit: float | None,
     if_stopped: Callable[[], None],
 ) -> None:
-    """Await ``coro`` on ``loop``; if that loop is not running, call ``if_stopped()`` instead."""
+    """Await ``coro`` on ``loop``, at most ``limit`` s (None: as long as it takes); if that
+    loop is not running, call ``if_stopped()`` instead."""
     if loop is None or loop.is_closed():
         coro.close()
         return
@@ -41,11 +44,12 @@ async def await_on_loop(
 def finish_on_loop(
     loop: asyncio.AbstractEventLoop | None,
     coro: Coroutine[Any, Any, None],
-    limit: float,
+    limit: float | None,
     if_busy: Callable[[], None],
 ) -> None:
     """:func:`await_on_loop` from plain code: run ``coro`` to its end on ``loop``, waiting at
-    most ``limit`` s (TimeoutError, ``coro`` cancelled), whoever runs that loop.
+    most ``limit`` s (TimeoutError, ``coro`` cancelled; None: as long as it takes), whoever
+    runs that loop. A caller interrupted meanwhile (Ctrl+C) cancels ``coro``.
 
     Another thread's loop runs it there; a loop stopped but not closed (a kernel shutting
     down) runs it here. A loop busy running the caller cannot wait for it: ``if_busy()``
@@ -62,7 +66,7 @@ def finish_on_loop(
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             future.result(limit)
-        except TimeoutError:
+        except BaseException:
             future.cancel()
             raise
 
@@ -104,3 +108,37 @@ def run_loop_forever(loop: asyncio.AbstractEventLoop) -> None:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+_kit_loop: asyncio.AbstractEventLoop | None = None
+_kit_loop_lock = threading.Lock()
+
+
+def kit_loop() -> asyncio.AbstractEventLoop:
+    """The kit's own event loop, run by a daemon thread from its first use to the end of the
+    interpreter: the home of what plain code must stop, and wait for, from any thread (the
+    kit's redis-servers). No caller's thread runs it, so :func:`finish_on_loop` always
+    reaches it, a notebook cell's thread included; and Linux's parent-death signal, which
+    follows the thread that started a process, fires only when the whole process ends.
+    """
+    global _kit_loop
+    with _kit_loop_lock:
+        if _kit_loop is None or _kit_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            running = threading.Event()
+            loop.call_soon(running.set)  # once running: finish_on_loop must see it run
+            name = "wspatterns kit loop"
+            threading.Thread(target=run_loop_forever, args=(loop,), name=name, daemon=True).start()
+            running.wait()
+            _kit_loop = loop
+        return _kit_loop
+
+
+def _forget_kit_loop() -> None:
+    """In a forked child: its thread did not come along; the child starts its own if needed."""
+    global _kit_loop, _kit_loop_lock
+    _kit_loop, _kit_loop_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_kit_loop)

@@ -3,19 +3,21 @@
 A :class:`ChildProcess` runs ``python -m MODULE ARGS`` in a process group of its
 own: the group can be killed whole, with whatever the child started, Ctrl+C in a
 terminal reaches only the parent, and Linux ends the child if the parent dies.
-A child that runs code the kit did not write (a learner's program) is *watched*:
-a tiny watchdog holds its group, so that the group is killed even when the
-parent is killed, and is never mistaken for another once the child has ended.
-Only a process that leaves the group (``setsid``, as a daemon does) escapes.
-The kit's registry holds a child until it is closed: ``stop_all()`` and the end
-of the interpreter stop it. What a child must keep to itself (a password) goes
-in its environment, not in ARGS: every user of the machine can read a command
-line, only its owner an environment. The child's side: :func:`say` one line at
-a time on stdout, :func:`obey` the parent's commands on stdin,
-:func:`until_signal`. The parent's side reads the kit's lines with
-:func:`read_line`, however long they are (a flow of 100,000 events is one line
-of tens of MB), and anything else a child prints with :func:`read_output_line`,
-which keeps only the first :data:`LINE_KEPT` bytes of a line.
+A child that runs code the kit did not write (a learner's program, a
+redis-server) is *watched*: a tiny watchdog holds its group, so that the group
+is killed even when the parent is killed, and is never mistaken for another
+once the child has ended. Only a process that leaves the group (``setsid``, as
+a daemon does) escapes. The kit's registry holds a child until it is closed
+(unless a handle of its own holds it: a redis-server's RedisServer):
+``stop_all()`` and the end of the interpreter stop it. What a child must keep
+to itself (a password) goes in its environment, not in ARGS: every user of the
+machine can read a command line, only its owner an environment. The child's
+side: :func:`say` one line at a time on stdout, :func:`obey` the parent's
+commands on stdin, :func:`until_signal`. The parent's side reads the kit's
+lines with :func:`read_line`, however long they are (a flow of 100,000 events
+is one line of tens of MB), and anything else a child prints with
+:func:`read_output_line`, which keeps only the first :data:`LINE_KEPT` bytes of
+a line.
 """
 
 from __future__ import annotations
@@ -199,6 +201,7 @@ class ChildProcess:
 
     Its group can be killed whole, with whatever it started, and Ctrl+C in a terminal reaches
     only us. ``env`` is added to this process's environment for it: the place for a secret.
+    It belongs to the event loop that launched it: await its methods there.
     """
 
     module = ""  # run as python -m MODULE ARGS
@@ -206,6 +209,11 @@ class ChildProcess:
     report = ""  # what stop() reads back
     #: Whether a watchdog holds its group: for a child that may start processes of its own.
     watched = False
+    #: Whether its stdout is a log, kept with its stderr (:attr:`stderr_tail`), rather than
+    #: the kit's lines, which :meth:`read` reads.
+    stdout_is_log = False
+    #: Whether the kit's registry holds it; not when another handle owns it (a RedisServer).
+    registered = True
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
@@ -216,6 +224,7 @@ class ChildProcess:
         self._line: asyncio.Task[bytes] | None = None  # the line read() waits for
         self._watchdog: asyncio.subprocess.Process | None = None
         self._group: int | None = None  # its process group, while it may be signalled
+        self.cwd: str | None = None  # the directory it runs in; None: this process's
 
     def command(self) -> list[str]:
         """What runs: ``python -m MODULE ARGS``; a subclass may run a script by path instead."""
@@ -244,21 +253,25 @@ class ChildProcess:
                 *self.command(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT if self.stdout_is_log else asyncio.subprocess.PIPE,
                 preexec_fn=die_with_parent if sys.platform == "linux" else None,
                 env={**os.environ, **self.env} if self.env else None,
+                cwd=self.cwd,
                 **group,
             )  # fmt: skip
         except BaseException:
             await self._end_watchdog()
             raise
         self._group = self.process.pid if self._watchdog is None else self._watchdog.pid
-        lifecycle.add("process", id(self), self)
+        if self.registered:
+            lifecycle.add("process", id(self), self)
         self._stderr_task = asyncio.create_task(self._keep_stderr_tail())
 
     async def _keep_stderr_tail(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        while (read := await read_output_line(self.process.stderr)) is not None:
+        assert self.process is not None
+        output = self.process.stdout if self.stdout_is_log else self.process.stderr
+        assert output is not None
+        while (read := await read_output_line(output)) is not None:
             if read[0].strip():
                 text = as_text(*read).rstrip()
                 self.stderr_tail.append(text)

@@ -32,7 +32,7 @@ from wspatterns.pubsub.redis_server import (
 )
 from wspatterns.runtime import lifecycle
 
-from .utils import BOUND, MS, eventually
+from .utils import BOUND, MS, eventually, kernel_manager
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
@@ -179,6 +179,41 @@ def test_no_redis_outlives_a_kernel_killed_with_sigkill(death_signal):
     while still_running(redis) and time.monotonic() < deadline:
         time.sleep(10 * MS)
     assert not still_running(redis), f"redis-server {pid} outlived its kernel"
+
+
+@pytest.mark.parametrize("how", ["shutdown", "restart", "kill"])
+def test_no_redis_outlives_a_real_kernel(how, tmp_path):
+    manager = kernel_manager(tmp_path)
+    manager.start_kernel()
+    try:
+        client = manager.client()
+        client.start_channels()
+        said = []
+        try:
+            client.wait_for_ready(timeout=60)
+            code = "from wspatterns.pubsub import start_redis\nbroker = await start_redis()\n"
+            code += "import os; print('PIDS', broker.process.pid, os.getpid())"
+            client.execute_interactive(
+                code, timeout=60, output_hook=lambda msg: said.append(msg["content"].get("text"))
+            )
+        finally:
+            client.stop_channels()
+        [line] = [each for each in "".join(filter(None, said)).splitlines() if "PIDS" in each]
+        pid, kernel = (int(word) for word in line.split()[1:])
+        redis = psutil.Process(pid)
+        if how == "shutdown":
+            manager.shutdown_kernel(now=False)
+        elif how == "restart":
+            manager.restart_kernel(now=False)
+        else:
+            os.kill(kernel, signal.SIGKILL)  # no atexit: the parent-death signal, the watchdog
+        deadline = time.monotonic() + BOUND
+        while still_running(redis) and time.monotonic() < deadline:
+            time.sleep(10 * MS)
+        assert not still_running(redis), f"redis-server {pid} outlived its kernel ({how})"
+    finally:
+        if manager.has_kernel:
+            manager.shutdown_kernel(now=True)
 
 
 def still_running(process: psutil.Process) -> bool:

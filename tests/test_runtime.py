@@ -8,6 +8,7 @@ import socket
 import sys
 import textwrap
 import threading
+import time
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
@@ -972,6 +973,74 @@ def test_a_thread_server_stopped_from_its_own_thread_does_not_wait_for_itself():
     server.thread.join(10)
     assert not server.thread.is_alive() and not server.running
     assert took and took[0] < 1  # not the grace's three times, waiting for itself
+
+
+async def test_a_client_stopped_from_plain_code_closes_cleanly_and_waits_little():
+    from wspatterns.runtime.client import CLOSE_GRACE
+    from wspatterns.runtime.loops import run_loop_forever
+
+    codes = {}
+
+    async def note_close(websocket):
+        try:
+            async for _ in websocket:
+                pass
+        finally:
+            codes[websocket.name] = websocket.close_code
+
+    elsewhere = serve_in_thread(note_close, name="elsewhere")  # its loop: another thread's
+    here = await serve(note_close, name="here")  # on this loop, which retire_now will hold
+    loop = asyncio.new_event_loop()  # the clients' loop, in a thread of its own
+    thread = threading.Thread(target=run_loop_forever, args=(loop,), name="clients")
+    thread.start()
+
+    async def open_to(server, name):  # a client on that loop, opened while this one runs
+        async def opened():
+            return await connect(server, name=name)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(opened(), loop))
+
+    try:
+        # A server whose loop is free answers: a closing handshake, done when retire_now returns.
+        answered = await open_to(elsewhere, "answered")
+        answered.retire_now("replaced")
+        assert answered.state.name == "CLOSED"
+        # A server on the waiting thread's own loop cannot answer: CLOSE_GRACE, then dropped.
+        unanswered = await open_to(here, "unanswered")
+        began = time.monotonic()
+        unanswered.retire_now("replaced")
+        took = time.monotonic() - began
+        assert unanswered.state.name == "CLOSED"
+        assert CLOSE_GRACE * 0.9 <= took < CLOSE_GRACE + 500 * MS
+        await eventually(lambda: len(codes) == 2, "both handlers to end")
+        assert codes == {"answered": 1000, "unanswered": 1000}  # the close frame went out
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(BOUND)
+        elsewhere.stop_blocking()
+        await here.stop()
+
+
+async def test_stop_all_closes_a_client_whose_loop_another_thread_runs():
+    from wspatterns.runtime.loops import run_loop_forever
+
+    server = serve_in_thread(echo, name="for-a-thread")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=run_loop_forever, args=(loop,), name="a client's")
+    thread.start()
+
+    async def opened():
+        return await connect(server, name="threaded")
+
+    try:
+        client = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(opened(), loop))
+        await stop_all()  # before: "attached to a different loop", and the server left running
+        assert client.state.name == "CLOSED" and client.close_code == 1000
+        assert not server.running
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(BOUND)
+        server.stop_blocking()
 
 
 # A watched child's watchdog, reaped by asyncio alone

@@ -41,10 +41,15 @@ from ..flow import Flow, Recording
 from ..settings import DEFAULT, TIMEOUT, timeout_seconds
 from ..waiting import within
 from . import lifecycle
-from .loops import is_current
+from .loops import await_on_loop, finish_on_loop
 from .server import CONNECTION_HEADER, NAME_HEADER, NAME_LIMIT, Server, server_at, usable_name
 
 _client_numbers = itertools.count(1)
+
+#: Seconds a client stopped from plain code (a name replaced, the end of the interpreter)
+#: waits for its server's closing handshake before it drops the connection: not long, as
+#: that server may run on the very loop whose thread waits.
+CLOSE_GRACE = 0.1
 
 
 class Client(Recording, ClientConnection):
@@ -118,19 +123,21 @@ class Client(Recording, ClientConnection):
         )
 
     async def retire(self, why: str) -> None:
-        await self.close()
+        """Close, from any loop: on the client's own (another thread's, maybe), which does
+        the closing handshake; a loop stopped meanwhile gets the connection dropped."""
+        limit = None if self.close_timeout is None else self.close_timeout + 1
+        await await_on_loop(self.loop, self.close(), limit, self.transport.abort)
 
     def retire_now(self, why: str) -> None:
-        loop = self.loop
-        if loop.is_closed():
-            return
-        if not loop.is_running():
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(asyncio.wait_for(self.close(), 1))
-        elif is_current(loop):
-            self.transport.abort()
-        else:
-            loop.call_soon_threadsafe(self.transport.abort)
+        """Stop from plain code: close, as :meth:`retire` does, but wait at most
+        :data:`CLOSE_GRACE` s for the server's answer, then drop the connection; from the
+        thread running its loop, which cannot wait, drop it at once."""
+        self.close_timeout = CLOSE_GRACE  # websockets' own bound: past it, close() aborts
+        try:
+            finish_on_loop(self.loop, self.close(), CLOSE_GRACE + 1, self.transport.abort)
+        except Exception:  # its loop did not run the close in time: it drops it when it can
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
+                self.loop.call_soon_threadsafe(self.transport.abort)
 
     def __repr__(self) -> str:
         return f"<Client {self.name!r} {self.state.name}>"

@@ -1,9 +1,16 @@
-"""Reaching an event loop that may be ours, another thread's, or gone."""
+"""Reaching an event loop that may be ours, another thread's, or gone.
+
+Whatever the kit stops from a loop that may not be its own (servers, thread servers,
+clients, redis-servers) goes through one of two functions: :func:`await_on_loop` from
+async code, :func:`finish_on_loop` from plain code. They decide alike, except where
+awaiting and blocking differ: a loop busy running the caller, which plain code cannot
+wait for, and a stopped loop, which async code cannot run. :func:`kit_loop` is the kit's
+own loop, for what plain code must be able to stop and wait for.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -78,21 +85,6 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, function: Callable[[], T], lim
         return function()
 
     return asyncio.run_coroutine_threadsafe(call(), loop).result(limit)
-
-
-def run_in_a_thread(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to its end on an event loop of its own, in a thread of its own, and return
-    what it returns: async code from plain code, wherever that runs (a script, or a notebook
-    cell, whose thread runs a loop already). The caller's own loop, if any, is left alone.
-
-    If the caller is interrupted (Ctrl+C), the exception reaches it at once; ``coro`` is
-    left to end by itself: the caller makes it end (stopping what it waits for).
-    """
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wspatterns")
-    try:
-        return pool.submit(asyncio.run, coro).result()
-    finally:
-        pool.shutdown(wait=False)
 
 
 def run_loop_forever(loop: asyncio.AbstractEventLoop) -> None:

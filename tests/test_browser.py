@@ -28,19 +28,25 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from random import Random
 
 import nbformat
 import pytest
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from wspatterns import browser, serve
 from wspatterns.browsers import ROUTE_VARIABLE
+from wspatterns.browsers.client import BrowserClient
 from wspatterns.browsers.page import answer_pages
 from wspatterns.browsers.routes import asked_route, target, with_name
 from wspatterns.runtime.server import named_in_query
-from wspatterns.waiting import wait_for_handlers
+from wspatterns.waiting import wait_for_handlers, wait_until
 
 from . import browser_harness as harness
 from .utils import echo, execute, run_python
@@ -162,6 +168,91 @@ def test_in_a_kernel_no_notebook_page_drew_a_browser_client_says_so(kernel):
     assert "nbval, nbconvert and papermill" in lines[0]
     assert len(lines) == 5 and all(line.startswith("raised: ") for line in lines[1:])
     assert streams["stderr"] == ""
+
+
+# A page's messages, without a page: how the widget hands them over (hear()), on the
+# kernel's loop or on another thread, racing the waits; a wake-up lost shows as a timeout.
+
+
+@pytest.mark.timeout(60)
+async def test_every_wait_wakes_for_what_the_page_says_from_any_thread_at_any_moment():
+    random, loop = Random(26), asyncio.get_running_loop()
+    alice = BrowserClient("ws://127.0.0.1:9/", "alice", "direct", None)
+    alice.no_front_end = None  # as drawn in a page
+
+    def said(event: str, **content: object) -> dict:
+        return {"event": event, "page": "page-1", **content}
+
+    with ThreadPoolExecutor(2) as threads:
+
+        def say(content: dict, how: str) -> None:
+            if how == "now":  # a comm message dispatched on the client's loop
+                alice.hear(content, [])
+            elif how == "soon":
+                loop.call_soon(alice.hear, content, [])
+            else:  # a comm message taken on another thread (a subshell's)
+                threads.submit(alice.hear, content, [])
+
+        opening = asyncio.create_task(alice.wait_open(timeout=5))
+        say(said("hello"), "thread")
+        say(said("open"), "thread")
+        await opening
+
+        # Waits that come and go meanwhile: given up at once, or patient; none returns.
+        async def impatient() -> int:
+            gave_up = 0
+            while alice.state is not State.CLOSED:
+                try:
+                    await alice.wait_closed(timeout=random.choice([0, 0.0005, 0.002]))
+                except TimeoutError:
+                    gave_up += 1
+            return gave_up
+
+        crowd = [asyncio.create_task(impatient()) for _ in range(3)]
+        patient = asyncio.create_task(alice.wait_closed(timeout=30))
+
+        # One message at a time, so that no later one could wake a wait that missed it;
+        # said before the wait begins, as it begins, or while it waits.
+        started, slowest = time.monotonic(), 0.0
+        for number in range(400):
+            how = random.choice(["now", "soon", "thread"])
+            lead = random.choice([-1, 0, 1, 2, 5])  # loop turns from the wait to the message
+            if lead < 0:
+                say(said("message", text=str(number)), how)
+            receiving = asyncio.create_task(alice.recv(timeout=2))
+            for _ in range(max(lead, 0)):
+                await asyncio.sleep(0)
+            if lead >= 0:
+                say(said("message", text=str(number)), how)
+            asked = time.monotonic()
+            assert await receiving == str(number)
+            slowest = max(slowest, time.monotonic() - asked)
+
+        # Then bursts, read by four at once: each message read once.
+        async def reader() -> list:
+            read = []
+            try:
+                while True:
+                    read.append(await alice.recv(timeout=2))
+            except ConnectionClosed:
+                return read
+
+        readers, sent = [asyncio.create_task(reader()) for _ in range(4)], set()
+        for burst in range(100):
+            how = random.choice(["now", "soon", "thread"])
+            for number in range(random.randint(1, 20)):
+                sent.add(f"{burst}.{number}")
+                say(said("message", text=f"{burst}.{number}"), how)
+            await asyncio.sleep(random.choice([0, 0, 0.0005]))
+        await wait_until(lambda: alice.received == 400 + len(sent), 5)  # all arrived
+        say(said("close", code=1000, reason=""), "thread")
+        read = [message for each in await asyncio.gather(*readers) for message in each]
+        await patient
+        assert sum(await asyncio.gather(*crowd)) > 0  # waits were given up meanwhile
+    assert sorted(read) == sorted(sent)  # each once
+    assert alice.close_code == 1000
+    assert slowest < 1, f"a message took {slowest:.2f} s to wake its wait"
+    assert time.monotonic() - started < 10
 
 
 async def test_a_browser_client_refuses_close_codes_a_browser_cannot_send():

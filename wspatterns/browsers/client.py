@@ -91,7 +91,9 @@ class BrowserClient:
         self._inbox: deque[Data] = deque()
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
-        self._waiters: list[asyncio.Future[None]] = []
+        self._changed = asyncio.Condition()  # what _until() waits on; _wake() notifies it
+        self._waiting = 0  # how many _until() wait on it
+        self._notifying: asyncio.Task[None] | None = None  # _wake()'s notify, not yet run
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._follower: asyncio.Task[None] | None = None
@@ -301,7 +303,7 @@ class BrowserClient:
             return
         [connection] = found()
         recorder = getattr(connection, "recorder", None)
-        self.connection = recorder.who[0] if recorder is not None else 0
+        self.connection = recorder.who.connection if recorder is not None else 0
         _watched.add(id(connection))
         self._wake()
         try:
@@ -376,19 +378,31 @@ class BrowserClient:
     async def _until(
         self, ready: Callable[[], bool], limit: float | None, message: Callable[[], str]
     ) -> None:
-        async def wait() -> None:
-            while not ready():
-                waiter: asyncio.Future[None] = self._loop.create_future()
-                self._waiters.append(waiter)
-                await waiter
+        """Return once ``ready()``, looked at again after each :meth:`_wake`; else, after
+        ``limit`` seconds, TimeoutError(message())."""
 
-        await within(limit, wait(), message)
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(ready)
+
+        self._waiting += 1
+        try:
+            await within(limit, wait(), message)
+        finally:
+            self._waiting -= 1
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        """Have every :meth:`_until` look again, after a change; on the client's loop only
+        (hear() goes there), so that no change falls between a look and its wait."""
+        if self._waiting and (self._notifying is None or self._notifying.done()):
+            # Notifying needs the condition's lock, which only a coroutine can take. One
+            # notify not yet run covers every change before it: it wakes whoever waits then.
+            self._notifying = self._loop.create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._notifying = None  # a change from here on schedules a notify of its own
+            self._changed.notify_all()
 
     # The kit's registry
 

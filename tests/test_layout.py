@@ -34,6 +34,11 @@
   for, and sees what b. cannot: a frame read through a name imported from ``sys``, a class
   swapped, websockets' words.
 
+- **Records read by name.** Outside ``RECORDS`` (the module defining a flow's records) no
+  record, ``who`` or ``meta`` is indexed by position or unpacked: ``who[0]``, ``x.meta[1:]``,
+  ``record[2]``, ``connection, server, client, at = end.who`` are reported; ``who.client`` is
+  the way. A heuristic on the names the package gives them.
+
 - **No cycles.** No two modules import each other, even inside functions: every ``import`` and
   ``from ... import`` statement counts, wherever it stands (module level, inside a function,
   under ``if TYPE_CHECKING:``: a type-only import still ties the two modules together).
@@ -63,6 +68,10 @@ MAX_LINES = 550  # the house says "not much over 500"
 
 # The one small module holding every use of a websockets internal, with why and for which version.
 INTERNALS = frozenset({"wspatterns.internals"})
+
+# The module defining a flow's records, and the names the package gives records and their parts.
+RECORDS = frozenset({"wspatterns.flow.records"})
+RECORD_NAMES = frozenset({"who", "meta", "record", "tail"})
 
 # Underscore names the standard library documents as public API (os._exit, named tuples).
 PUBLIC_UNDERSCORE = frozenset(
@@ -435,6 +444,39 @@ def check_internals(
     return [f"{path}:{line}: {text}" for path, line, _, text in sorted(reports)]
 
 
+def is_record(node: ast.expr) -> bool:
+    """``node`` names a record or a part of one: ``who``, ``end.who``, ``record``..."""
+    name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+    return name in RECORD_NAMES
+
+
+def is_position(node: ast.expr) -> bool:
+    """``node`` is a subscript's position: a whole number, or a slice of them."""
+    if isinstance(node, ast.Slice):
+        return all(part is None or is_position(part) for part in (node.lower, node.upper))
+    if isinstance(node, ast.UnaryOp):
+        return is_position(node.operand)
+    return isinstance(node, ast.Constant) and type(node.value) is int
+
+
+def check_records(root: Path, records: frozenset[str] = RECORDS) -> list[str]:
+    """One report per record, ``who`` or ``meta`` read by position outside ``records``."""
+    reports = []
+    for module in load(root).values():
+        if module.name in records:
+            continue
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Subscript) and is_record(node.value):
+                if is_position(node.slice):
+                    reports.append(where(module, node, "read by position, not by name"))
+            elif isinstance(node, ast.Assign | ast.For | ast.comprehension):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                source = node.value if isinstance(node, ast.Assign) else node.iter
+                if is_record(source) and any(isinstance(t, ast.Tuple) for t in targets):
+                    reports.append(where(module, source, "unpacked by position, not by name"))
+    return sorted(reports)
+
+
 def import_graph(root: Path) -> tuple[dict[str, Module], dict[tuple[str, str], ast.stmt]]:
     """The kit's modules, and for each (importer, imported) the first statement tying them."""
     modules = load(root)
@@ -535,6 +577,36 @@ def test_no_module_reads_another_modules_private_names():
 def test_websockets_internals_are_used_only_behind_the_gate():
     reports = check_internals(PACKAGE)
     assert not reports, failure(reports, "websockets internals outside internals.py")
+
+
+def test_records_are_read_by_name():
+    reports = check_records(PACKAGE)
+    assert not reports, failure(reports, "records read by position")
+
+
+def test_records_read_by_position_are_reported(tmp_path):
+    root = plant(
+        tmp_path,
+        {
+            "flow/records.py": "def first(who):\n    return who[0], who[1:]\n",
+            "views.py": """
+                def names(end, record, events):
+                    connection, server, client, at = end.who
+                    kind = record.meta[0]
+                    tail = [who[-1] for who in events]
+                    for number, *_ in end.who:
+                        pass
+                    firsts = {a for a, b in record.tail}
+                    return end.who.client, record.meta.kind, events[0], end.who[at]
+            """,
+        },
+    )
+    reports = check_records(root)
+    assert [report.split(": ", 1)[0] for report in reports] == [
+        "wspatterns/views.py:3", "wspatterns/views.py:4", "wspatterns/views.py:5",
+        "wspatterns/views.py:6", "wspatterns/views.py:8",
+    ], reports  # fmt: skip
+    assert check_records(plant(tmp_path / "clean", CLEAN)) == []
 
 
 def test_no_two_modules_import_each_other():

@@ -564,6 +564,24 @@ async def test_timeout_none_never_prints_a_hint(capsys):
     assert "goes on waiting" not in capsys.readouterr().out
 
 
+async def test_a_recv_given_up_on_is_no_wait_to_speak_of(capsys):
+    """The hint speaks of a recv() still waiting, not of one an asyncio.timeout() ended while
+    its task went on with something else, nor of one a message ended."""
+
+    async def quiet(websocket):
+        await websocket.send("first")
+        await websocket.wait_closed()
+
+    server = await serve(quiet)
+    async with connect(server, name="alice", timeout=100 * MS) as websocket:
+        assert await websocket.recv() == "first"
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(20 * MS):
+                await websocket.recv()
+        await asyncio.sleep(400 * MS)  # past the timeout, awaiting something else
+    assert "goes on waiting" not in capsys.readouterr().out
+
+
 async def test_client_and_server_agree_on_names():
     seen = []
 

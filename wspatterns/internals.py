@@ -155,6 +155,19 @@ def undecodable(connection: object) -> UnicodeDecodeError | None:
     return error if isinstance(error, UnicodeDecodeError) else None
 
 
+def receiving(connection: Connection) -> bool | None:
+    """True if a ``recv()`` (or ``async for``) of ``connection`` waits for a message now,
+    False if none does, None if this websockets does not say.
+
+    Why: the kit's wait hint must not speak of a ``recv()`` given up on (an
+    ``asyncio.timeout()`` around it) while its task goes on awaiting something else;
+    websockets knows it only as ``Assembler.get_in_progress`` on ``recv_messages``. If a
+    release moves it, the hint goes on without it (None), and may then speak of such a wait.
+    """
+    receiving = getattr(getattr(connection, "recv_messages", None), "get_in_progress", None)
+    return receiving if isinstance(receiving, bool) else None
+
+
 def handler_tasks(server: WebSocketsServer) -> set[asyncio.Task[None]]:
     """The tasks running the handlers of ``server`` (``Server.handler_tasks``)."""
     return set(server.handler_tasks)

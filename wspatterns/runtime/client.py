@@ -17,13 +17,15 @@ import contextlib
 import errno
 import functools
 import itertools
-from collections.abc import Generator
+import time
+from collections.abc import Coroutine, Generator
 from types import TracebackType
 from typing import Any, Literal, overload
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidMessage, InvalidStatus, InvalidURI
+from websockets.protocol import State
 from websockets.typing import Data
 from websockets.uri import parse_uri
 
@@ -66,39 +68,53 @@ class Client(Recording, ClientConnection):
     key: tuple[str, str] = ("", "")
     timeout: float | None = TIMEOUT
     server_name: str = "server"
-    _waiting_since: float | None = None
-    _waiting_task: asyncio.Task[Any] | None = None
+    _waiting_since: float | None = None  # when the latest recv() began
+    _waiting_task: asyncio.Task[Any] | None = None  # the task that called it
+    _waiting_after = 0  # how many messages had been received then
     _hint: asyncio.TimerHandle | None = None
 
     # websockets' own overloads: recv(decode=True) gives a str, recv(decode=False) bytes.
     @overload
-    async def recv(self, decode: Literal[True]) -> str: ...
+    def recv(self, decode: Literal[True]) -> Coroutine[Any, Any, str]: ...
 
     @overload
-    async def recv(self, decode: Literal[False]) -> bytes: ...
+    def recv(self, decode: Literal[False]) -> Coroutine[Any, Any, bytes]: ...
 
     @overload
-    async def recv(self, decode: bool | None = None) -> Data: ...
+    def recv(self, decode: bool | None = None) -> Coroutine[Any, Any, Data]: ...
 
-    async def recv(self, decode: bool | None = None) -> Data:
-        """Receive the next message, as websockets does (``async for`` calls this too)."""
+    def recv(self, decode: bool | None = None) -> Coroutine[Any, Any, Data]:
+        """Receive the next message: websockets' own ``recv()`` (``async for`` calls this
+        too), returned as it is once the kit noted when the wait began, for its hint.
+
+        Not a coroutine of its own: one more coroutine around websockets' cost a kit
+        client 2 % of its round trips (benchmarks/README.md)."""
         if self.timeout is not None:
-            self._waiting_since = self.loop.time()
-            self._waiting_task = asyncio.current_task()
+            self._waiting_since = time.monotonic()
+            self._waiting_task = asyncio.current_task(self.loop)
+            if self.recorder is not None:
+                self._waiting_after = self.recorder.received
             if self._hint is None:
                 self._hint = self.loop.call_later(self.timeout, self._check_wait)
-        try:
-            return await super().recv(decode)
-        finally:
-            self._waiting_since = None
+        return super().recv(decode)
+
+    def _still_waiting(self) -> bool:
+        """True if the latest ``recv()`` is still waiting: no message came since it began,
+        its task goes on, and websockets has a ``recv()`` under way (if it says)."""
+        task, recorder = self._waiting_task, self.recorder
+        if task is None or task.done() or self.state is State.CLOSED:
+            return False
+        if recorder is not None and recorder.received != self._waiting_after:
+            return False
+        return internals.receiving(self) is not False
 
     def _check_wait(self) -> None:
         """Say once, under the cell, that a wait has lasted ``timeout`` s; one timer per client."""
         since, limit = self._waiting_since, self.timeout
         self._hint = None
-        if since is None or limit is None:
+        if since is None or limit is None or not self._still_waiting():
             return  # not waiting now: the next recv() sets a new timer
-        waited = self.loop.time() - since
+        waited = time.monotonic() - since
         if waited < limit:  # a later recv(): look again when it has waited long enough
             self._hint = self.loop.call_later(limit - waited, self._check_wait)
         elif reports.waits_in_cell(self._waiting_task):

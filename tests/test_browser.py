@@ -255,6 +255,74 @@ async def test_every_wait_wakes_for_what_the_page_says_from_any_thread_at_any_mo
     assert time.monotonic() - started < 10
 
 
+# A page numbers what it tells the kernel and tells it again until acknowledged: ipykernel
+# may hold one back behind Run All's queued cells while later ones overtake it.
+
+
+class _Widget:
+    """Stands for a browser client's widget: what the kernel tells its pages."""
+
+    def __init__(self) -> None:
+        self.told: list[dict] = []
+
+    def send(self, content: dict, buffers: list[bytes] | None = None) -> None:
+        self.told.append(content)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+async def test_what_a_page_tells_again_is_taken_once_and_in_order_and_acknowledged():
+    alice = BrowserClient("ws://127.0.0.1:9/", "alice", "direct", None)
+    alice.no_front_end = None  # as drawn in a page
+    widget = alice._view = _Widget()  # type: ignore[assignment]
+
+    def said(seq: int, event: str, page: str = "page-1", **content: object) -> dict:
+        return {"event": event, "page": page, "seq": seq, **content}
+
+    opening = asyncio.create_task(alice.wait_open(timeout=5))
+    alice.hear(said(1, "hello"), [])
+    alice.hear(said(2, "open"), [])
+    await opening
+    assert widget.told[0]["do"] == "connect"
+
+    # 3 is held back; 4 and 5 overtake it: nothing is taken before 3.
+    alice.hear(said(4, "message", binary=True), [b"\x00"])
+    alice.hear(said(5, "sent", id=None, text="typed"), [])
+    with pytest.raises(TimeoutError):
+        await alice.recv(timeout=0.2)
+    assert (alice.received, alice.sent) == (0, 0)
+    # Then 3 told again, its first telling late, and copies: each taken once, in order.
+    alice.hear(said(3, "message", text="first"), [])
+    alice.hear(said(3, "message", text="first"), [])
+    alice.hear(said(4, "message", binary=True), [b"\x00"])
+    alice.hear(said(6, "message", text="last"), [])
+    alice.hear(said(5, "sent", id=None, text="typed"), [])
+    assert [await alice.recv(timeout=1) for _ in range(3)] == ["first", b"\x00", "last"]
+    with pytest.raises(TimeoutError):
+        await alice.recv(timeout=0.2)
+    assert (alice.received, alice.sent) == (3, 1)
+
+    # Another page: numbered on its own, told to stand by; each page acknowledged its own.
+    alice.hear(said(1, "hello", page="page-2"), [])
+    alice.hear(said(1, "hello", page="page-2"), [])
+    await wait_until(lambda: sum(told["do"] == "ack" for told in widget.told) >= 2, 2)
+    await asyncio.sleep(0.2)
+    acks = [told for told in widget.told if told["do"] == "ack"]
+    assert {(ack["page"], ack["seq"]) for ack in acks[-2:]} == {("page-1", 6), ("page-2", 1)}
+    assert len(acks) <= 4  # one for what each page said meanwhile, not one per message
+    assert [told["page"] for told in widget.told if told["do"] == "stand-by"] == ["page-2"]
+
+    # A page that says "close" twice (told again) closes its client once.
+    alice.hear(said(7, "close", code=1001, reason=""), [])
+    alice.hear(said(7, "close", code=1000, reason="a copy would be taken too late"), [])
+    await alice.wait_closed(timeout=1)
+    assert (alice.close_code, alice.close_reason) == (1001, "")
+    with pytest.raises(ConnectionClosed):
+        await alice.recv(timeout=1)
+
+
 async def test_a_browser_client_refuses_close_codes_a_browser_cannot_send():
     server = await serve(echo)
     alice = await browser(server, name="alice")
@@ -726,6 +794,59 @@ def test_a_page_that_cannot_connect_says_why(route, labs, chromes, tmp_path):
     # The browser logs each failed attempt; nothing else.
     errors = harness.console_errors(chrome)
     assert len(errors) == 2 and all(f"{port}/?name=lost-" in error for error in errors), errors
+    harness.shutdown_kernels(lab)
+
+
+HELD_BACK = [
+    "from wspatterns import browser, serve\n\nasync def echo(websocket):\n"
+    "    async for message in websocket:\n        await websocket.send(message)\n\n"
+    "server = await serve(echo)\ncarol = await browser(server, name='carol')",
+]
+
+# In the page: the next "message" event carol's page tells the kernel is held back
+# `late` ms, as ipykernel holds back one arriving as a cell ends; the page tells it again.
+HOLD_BACK = """
+const [late] = arguments;
+const clients = [...globalThis.__wspatterns_browser_clients__.values()];
+const carol = clients.find((c) => c.model.get("name") === "carol" && c.socket);
+const send = carol.model.send.bind(carol.model);
+let held = false;
+carol.model.send = (content, callbacks, buffers) => {
+  if (!held && content.event === "message") {
+    held = true;
+    setTimeout(() => send(content, callbacks, buffers), late);
+    return;
+  }
+  send(content, callbacks, buffers);
+};
+"""
+
+UNACKED = """
+const clients = [...globalThis.__wspatterns_browser_clients__.values()];
+return clients.find((c) => c.model.get("name") === "carol" && c.socket).unacked.size;
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_page_event_held_back_is_told_again_and_taken_once_in_order(labs, chromes):
+    needs_chromium()
+    lab, chrome = labs("direct"), chromes()
+    harness.write_notebook(lab.root / "held_back.ipynb", HELD_BACK)
+    harness.open_notebook(chrome, lab, "held_back.ipynb")
+    assert harness.errors_in(harness.run_all(chrome)) == []
+    chrome.execute_script(HOLD_BACK, 3000)
+    answer = harness.execute(
+        chrome,
+        "await carol.send('one'); await carol.send('two')\n"
+        "print(await carol.recv(timeout=2.5), await carol.recv(timeout=2.5))",
+    )
+    assert answer["error"] is None, answer
+    assert answer["stdout"] == "one two\n"  # told again within 2.5 s, before "two"
+    time.sleep(seconds := 3.5)  # the first telling arrives late: not taken again
+    answer = harness.execute(chrome, "print(carol.received, carol.sent)")
+    assert answer["stdout"] == "2 2\n", f"after {seconds} s: {answer}"
+    harness.wait_for(lambda: chrome.execute_script(UNACKED) == 0, 5, "every event acknowledged")
+    assert harness.console_errors(chrome) == []
     harness.shutdown_kernels(lab)
 
 

@@ -11,6 +11,13 @@ and every wait is bounded (``TIMEOUT``, or ``timeout=``; None waits for ever). A
 reloaded ends the connection with 1001 (going away), and the client with it.
 Without a page to draw it (plain Python, nbval), creating one says so in a line
 and every wait on it raises :class:`NoFrontEndError` at once.
+
+A page numbers what it tells the kernel (``seq``, from 1 per page) and tells it again
+until the kernel acknowledges it: ipykernel handles a widget's message beside a
+running cell, but one arriving just as a cell ends waits behind every cell that Run All
+queued, while the next cell may be waiting for it. The kernel takes each number once and
+in order, holding back one that overtook a missing one, and acknowledges the last it
+took (``{"do": "ack", "seq": n}``), which frees the page's copies.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
     from .view import BrowserView
 
 _numbers = itertools.count(1)
+ACK_DELAY = 0.05  # seconds: one acknowledgement covers what a page said meanwhile
 _watched: set[int] = set()  # ids of server connections a browser client already follows
 
 
@@ -98,6 +106,10 @@ class BrowserClient:
         self._thread = threading.get_ident()
         self._follower: asyncio.Task[None] | None = None
         self._page_closed = asyncio.Event()
+        self._taken: dict[str, int] = {}  # per page, the last number taken in order
+        self._held: dict[str, dict[int, tuple[dict[str, Any], list[bytes]]]] = {}  # overtakers
+        self._to_ack: set[str] = set()  # pages owed an acknowledgement
+        self._acking: asyncio.TimerHandle | None = None
 
     # Waiting on the page
 
@@ -212,16 +224,50 @@ class BrowserClient:
     # What the page says
 
     def hear(self, content: dict[str, Any], buffers: list[bytes]) -> None:
-        """Take one message from a page (called by the widget, on any thread)."""
+        """Take one message from a page (called by the widget, on any thread).
+
+        A numbered one (``seq``) is taken once, in its page's order: a copy told again
+        is dropped, one that overtook a missing one waits for it.
+        """
         if threading.get_ident() != self._thread:
             self._loop.call_soon_threadsafe(self.hear, content, buffers)
             return
+        seq, page = content.get("seq"), str(content.get("page"))
+        if not isinstance(seq, int):
+            self._handle(content, buffers)
+            self._wake()
+            return
+        self._ack_soon(page)
+        held = self._held.setdefault(page, {})
+        if seq > self._taken.get(page, 0):
+            held[seq] = (content, buffers)
+        try:
+            while (following := self._taken.get(page, 0) + 1) in held:
+                self._taken[page] = following  # taken, even if handling it raises
+                self._handle(*held.pop(following))
+        finally:
+            if not held:
+                del self._held[page]
+            self._wake()
+
+    def _handle(self, content: dict[str, Any], buffers: list[bytes]) -> None:
         event, page = content.get("event"), content.get("page")
         if event == "hello":
             self._greet(str(page))
         elif page == self._page:
             self._take(str(event), content, buffers)
-        self._wake()
+
+    def _ack_soon(self, page: str) -> None:
+        """Acknowledge to ``page`` what it said, in one message for all said meanwhile."""
+        self._to_ack.add(page)
+        if self._acking is None:
+            self._acking = self._loop.call_later(ACK_DELAY, self._ack)
+
+    def _ack(self) -> None:
+        self._acking = None
+        pages, self._to_ack = self._to_ack, set()
+        for page in pages:
+            self._tell({"do": "ack", "page": page, "seq": self._taken.get(page, 0)})
 
     def _greet(self, page: str) -> None:
         if self._page is None and self.state is State.CONNECTING and self._failure is None:

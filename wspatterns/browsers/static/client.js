@@ -5,10 +5,19 @@
 // rendered of that model draws the same connection. The kernel drives it with
 // custom messages ({do: ...}) and hears what happened ({event: ...}).
 // LOOPBACK and jupyterBaseUrl() come from where.js, put in front of this module by view.py.
+//
+// Each event told to the kernel carries a number (seq, from 1 per page) and is kept until
+// the kernel acknowledges it ({do: "ack", seq}: every number up to seq taken), then told
+// again, patiently: ipykernel handles a widget's message beside a running cell, but one
+// that arrives just as a cell ends waits behind every cell Run All queued, and the next
+// cell may be waiting for it. The kernel takes each number once, in order.
 
 const REGISTRY = "__wspatterns_browser_clients__";
 const SHOWN = 120; // characters of a message shown in the log
 const KEPT = 500; // log lines kept per client
+const RESEND_AFTER = 500; // ms without an acknowledgement before an event is told again
+const RESEND_AT_MOST = 4000; // ms: the wait doubles with each time told, up to this
+const RESENT_AT_ONCE = 20; // events told again per round, the oldest first
 const CLOSE_NAMES = {
   1000: "normal closure", 1001: "going away", 1002: "protocol error",
   1003: "unsupported data", 1005: "no status received", 1006: "connection lost",
@@ -84,18 +93,60 @@ class Connection {
     this.route = "";
     this.url = "";
     this.why = "waiting for the kernel";
+    this.told = 0; // the number of the last event told to the kernel
+    this.unacked = new Map(); // seq -> {content, buffers, at, wait}: told, not acknowledged
+    this.resending = null; // the timer of the next round of telling again
+    this.gone = false; // destroyed: the kernel dropped this client, or a newer one replaced it
     this.onMessage = (content, buffers) => this.obey(content, buffers || []);
     model.on("msg:custom", this.onMessage);
     this.tell({ event: "hello", origin: location.origin });
   }
 
   tell(content, buffers) {
-    this.model.send({ ...content, page: this.page }, undefined, buffers || []);
+    const told = { ...content, page: this.page, seq: ++this.told };
+    const kept = { content: told, buffers: buffers || [], at: Date.now(), wait: RESEND_AFTER };
+    this.model.send(told, undefined, kept.buffers);
+    if (this.gone) return; // the kernel dropped this client: nothing to wait for
+    this.unacked.set(told.seq, kept);
+    this.resendSoon();
+  }
+
+  // The kernel took every event up to seq: forget them.
+  acked(seq) {
+    for (const number of this.unacked.keys()) {
+      if (number > seq) break;
+      this.unacked.delete(number);
+    }
+  }
+
+  resendSoon() {
+    if (this.resending === null) {
+      this.resending = setTimeout(() => this.resend(), RESEND_AFTER / 2);
+    }
+  }
+
+  // Tell again the oldest events the kernel has not acknowledged in time, waiting
+  // longer after each (a kernel busy in a long cell is not flooded).
+  resend() {
+    this.resending = null;
+    if (this.unacked.size === 0) return;
+    const now = Date.now();
+    let resent = 0;
+    for (const kept of this.unacked.values()) {
+      if (resent === RESENT_AT_ONCE) break;
+      if (now - kept.at < kept.wait) continue;
+      this.model.send(kept.content, undefined, kept.buffers);
+      kept.at = now;
+      kept.wait = Math.min(kept.wait * 2, RESEND_AT_MOST);
+      resent += 1;
+    }
+    this.resendSoon();
   }
 
   obey(content, buffers) {
     if (content.page && content.page !== this.page) return;
-    if (content.do === "connect") this.connect(content);
+    if (content.do === "ack") this.acked(content.seq);
+    else if (content.do === "connect") this.connect(content);
     else if (content.do === "stand-by") this.standBy(content.why, content.ended);
     else if (content.do === "ended") this.ended(content);
     else if (content.do === "send") {
@@ -242,6 +293,10 @@ class Connection {
 
   destroy() {
     this.model.off("msg:custom", this.onMessage);
+    this.gone = true;
+    clearTimeout(this.resending);
+    this.resending = null;
+    this.unacked.clear();
     if (this.socket && this.socket.readyState < WebSocket.CLOSING) {
       this.socket.close(1000, "the kernel dropped this client");
     }

@@ -168,8 +168,7 @@ def count_back(records: list[Record], ends: Mapping[Who, End]) -> list[Any]:
     position = len(records)
     for record in reversed(records):
         position -= 1
-        if record.__class__ is MessageRecord:
-            assert isinstance(record, MessageRecord)
+        if isinstance(record, MessageRecord):
             meta = record.meta
             place = seen.get(id(meta))
             if place is None:
@@ -184,8 +183,7 @@ def count_back(records: list[Record], ends: Mapping[Who, End]) -> list[Any]:
                 seen[id(meta)] = place
             counts[place] -= 1
             found[position] = counts[place]
-        elif record.__class__ is BroadcastRecord:
-            assert isinstance(record, BroadcastRecord)
+        elif isinstance(record, BroadcastRecord):
             indexes = []
             for end in reversed(record.recipients):
                 way = (end.who, True)
@@ -218,9 +216,7 @@ def read(records: list[Record], first: int, ends: Mapping[Who, End]) -> list[Ent
     indexes = count_back(records, ends)
     seq = first
     for position, record in enumerate(records):
-        kind = record.__class__
-        if kind is MessageRecord:
-            assert isinstance(record, MessageRecord)
+        if isinstance(record, MessageRecord):
             meta = record.meta
             who = meta.who
             entries.append(
@@ -229,8 +225,7 @@ def read(records: list[Record], first: int, ends: Mapping[Who, End]) -> list[Ent
                       indexes[position], None, "")
             )  # fmt: skip
             seq += 1
-        elif kind is LifeRecord:
-            assert isinstance(record, LifeRecord)
+        elif isinstance(record, LifeRecord):
             meta = record.meta
             who = meta.who
             entries.append(
@@ -238,8 +233,7 @@ def read(records: list[Record], first: int, ends: Mapping[Who, End]) -> list[Ent
                       who.at, meta.sender, meta.type, 0, b"", 0, record.code, record.detail)
             )  # fmt: skip
             seq += 1
-        elif kind is BroadcastRecord:
-            assert isinstance(record, BroadcastRecord)
+        elif isinstance(record, BroadcastRecord):
             broadcast = Broadcast(seq, record, indexes[position])
             entries.append(broadcast)
             seq += len(broadcast)

@@ -127,13 +127,9 @@ Record: TypeAlias = MessageRecord | LifeRecord | BroadcastRecord | CapWeight
 
 def weight(record: Record) -> int:
     """How many events ``record`` stands for."""
-    kind = record.__class__
-    if kind is MessageRecord or kind is LifeRecord:
+    if isinstance(record, MessageRecord | LifeRecord):
         return 1
-    if kind is BroadcastRecord:
-        assert isinstance(record, BroadcastRecord)
-        return record.weight
-    return 0
+    return record.weight if isinstance(record, BroadcastRecord) else 0
 
 
 def broadcast_record(

@@ -256,6 +256,7 @@ def expand(entries: Iterable[Entry]) -> list[Event]:
 
 #: The fields of an exported event, in the order its row gives them.
 FIELDS = list(Event._fields)
+_HEAD_AT = FIELDS.index("head")  # bytes in an Event, a latin-1 string in JSON
 
 
 class ExportError(WSPatternsError, ValueError):
@@ -266,8 +267,9 @@ def exported(entry: Entry) -> list[Any] | dict[str, Any]:
     """An entry as JSON carries it: an event as a row of :data:`FIELDS` (its head's bytes a
     latin-1 string); a broadcast as a dict."""
     if isinstance(entry, Event):
-        return [entry.head.decode("latin-1") if name == "head" else value
-                for name, value in zip(FIELDS, entry, strict=True)]  # fmt: skip
+        row = list(entry)
+        row[_HEAD_AT] = entry.head.decode("latin-1")
+        return row
     return {
         "time": entry.time,
         "type": entry.type,
@@ -289,11 +291,10 @@ def imported(fields: list[str], items: list[Any]) -> Iterator[Event | dict[str, 
             f"an exported flow lacks the event fields {missing}: was it exported by "
             "another version of wspatterns?"
         ) from None
-    head = FIELDS.index("head")
     for item in items:
         if isinstance(item, dict):
             yield item
             continue
         values = [item[place] for place in order]
-        values[head] = values[head].encode("latin-1")
+        values[_HEAD_AT] = values[_HEAD_AT].encode("latin-1")
         yield Event._make(values)
